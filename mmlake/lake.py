@@ -1,0 +1,280 @@
+"""The lake: one DuckDB file (catalogue + tables) and a content-addressed object folder.
+
+Why this shape: DuckDB admits one writing process at a time and refuses even read-only opens from
+other processes while one writes. Dagster's multiprocess executor runs partitions in parallel, so
+every connection here is opened late, held for one short transaction, closed at once, and retried
+with jittered backoff when another process holds the lock. All heavy work (reading files, FFTs,
+encoders) happens before the write, so the lock is held for milliseconds, not minutes.
+
+A partition is replaced atomically: delete its rows and insert the new ones in one transaction, with
+the provenance row in the same transaction. A process killed mid-write leaves the previous rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import random
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from mmlake.errors import LakeError
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+DEFAULT_HOME = ".mmlake"
+_LOCK_WORDS = ("lock", "conflicting", "being used by another process")
+
+
+def lake_home(home: str | os.PathLike | None = None) -> Path:
+    """Resolve the lake folder: argument, else $MMLAKE_HOME, else ./.mmlake."""
+    return Path(home or os.environ.get("MMLAKE_HOME") or DEFAULT_HOME).resolve()
+
+
+def stable_hash(*parts: Any) -> str:
+    """sha256 over a canonical JSON of the parts (sorted keys), for data versions and ids."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Provenance:
+    """What made a set of rows: the ledger entry written in the same transaction as the rows."""
+
+    asset_key: str
+    partition_key: str | None
+    code_version: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    upstream: Sequence[Mapping[str, str]] = ()  # [{"materialization_id":..., "data_version":...}]
+    run_id: str | None = None
+    device: str | None = None
+    weights: str | None = None
+    session_id: str | None = None
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @property
+    def data_version(self) -> str:
+        """hash(code version, parameters, upstream data versions): equal inputs, equal versions."""
+        ups = sorted(u["data_version"] for u in self.upstream)
+        return stable_hash(self.asset_key, self.code_version, dict(self.parameters), ups)[:24]
+
+
+class Lake:
+    """Handle on a lake folder. Cheap to create; opens DuckDB only inside each call."""
+
+    def __init__(self, home: str | os.PathLike | None = None, *, lock_timeout_s: float = 600.0):
+        self.home = lake_home(home)
+        self.db_path = self.home / "mmlake.duckdb"
+        self.objects = self.home / "objects"
+        self.lock_timeout_s = lock_timeout_s
+        self._schema_applied = False
+
+    # ------------------------------------------------------------------ connections
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the DuckDB file, retrying with jittered backoff while another process holds it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not read_only and not self._schema_applied:
+            self._schema_applied = True
+            with self.connect() as con:
+                apply_schema(con)
+        if read_only and not self.db_path.exists():
+            with self.connect():
+                pass
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                break
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not any(w in str(exc).lower() for w in _LOCK_WORDS) or time.monotonic() > deadline:
+                    raise LakeError(
+                        f"could not open the lake at {self.db_path}: {exc}. Another process may hold "
+                        "it for longer than the lock timeout; stop it or raise lock_timeout_s."
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 1.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run a read-only query and return a polars frame."""
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).pl()
+
+    def ensure(self) -> "Lake":
+        """Create the folder, the DuckDB file and apply the schema and views (idempotent)."""
+        with self.connect() as con:
+            apply_views(con)
+        return self
+
+    # ------------------------------------------------------------------ objects
+    def put_bytes(self, data: bytes, suffix: str = "") -> str:
+        """Store bytes under their sha256; returns the hash. Writing the same bytes twice is free."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.object_path(sha, suffix)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return sha
+
+    def put_file(self, src: str | os.PathLike, suffix: str | None = None) -> str:
+        """Copy a file into the object folder (streamed hash, never loaded whole)."""
+        src = Path(src)
+        sha = sha256_file(src)
+        path = self.object_path(sha, src.suffix if suffix is None else suffix)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            with open(src, "rb") as fi, open(tmp, "wb") as fo:
+                while chunk := fi.read(1 << 22):
+                    fo.write(chunk)
+            os.replace(tmp, path)
+        return sha
+
+    def put_array(self, arr: np.ndarray) -> str:
+        """Store an array as .npy (never pickled); returns its sha256."""
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+        return self.put_bytes(buf.getvalue(), ".npy")
+
+    def get_array(self, sha: str, mmap: bool = False) -> np.ndarray:
+        path = self.object_path(sha, ".npy")
+        if not path.exists():
+            raise LakeError(f"object {sha} is missing from {self.objects}")
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+
+    def object_path(self, sha: str, suffix: str = "") -> Path:
+        return self.objects / sha[:2] / f"{sha}{suffix}"
+
+    def find_object(self, sha: str) -> Path:
+        """Path of a stored object whatever its suffix."""
+        hits = sorted((self.objects / sha[:2]).glob(f"{sha}*"))
+        hits = [h for h in hits if not h.name.endswith(".tmp")]
+        if not hits:
+            raise LakeError(f"object {sha} is missing from {self.objects}")
+        return hits[0]
+
+    # ------------------------------------------------------------------ provenance + writes
+    def current(self, asset_key: str, partition_key: str | None) -> dict[str, Any] | None:
+        """The current materialization row of an asset partition, or None."""
+        rows = self.query(
+            "select * from materializations where asset_key = ? and partition_key is not distinct from ? "
+            "and is_current order by finished_at desc limit 1",
+            [asset_key, partition_key],
+        ).to_dicts()
+        return rows[0] if rows else None
+
+    def require(self, asset_key: str, partition_key: str | None) -> dict[str, Any]:
+        row = self.current(asset_key, partition_key)
+        if row is None:
+            raise LakeError(
+                f"{asset_key} has not been materialized for partition {partition_key!r}; "
+                "materialize it first (upstream assets run before downstream ones)."
+            )
+        return row
+
+    def replace_partition(
+        self,
+        prov: Provenance,
+        tables: Mapping[str, pl.DataFrame],
+        scope: Mapping[str, Any],
+        software: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Atomically replace the rows of one partition in each table and record provenance.
+
+        `scope` names the columns that identify the partition's rows (e.g. session_id, method); the
+        old rows matching it are deleted and the new frames inserted, every row stamped with the new
+        materialization_id, all in one transaction.
+        """
+        mid = uuid.uuid4().hex
+        finished = dt.datetime.now(dt.timezone.utc)
+        software = dict(software or software_versions())
+        where = " and ".join(f"{c} is not distinct from ?" for c in scope)
+        values = list(scope.values())
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                con.execute(
+                    "update materializations set is_current = false where asset_key = ? "
+                    "and partition_key is not distinct from ? and is_current",
+                    [prov.asset_key, prov.partition_key],
+                )
+                con.execute(
+                    "insert into materializations values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,true)",
+                    [
+                        mid, prov.asset_key, prov.partition_key, prov.session_id, prov.run_id,
+                        prov.code_version, prov.data_version, json.dumps(dict(prov.parameters), default=str),
+                        [u["materialization_id"] for u in prov.upstream], json.dumps(software),
+                        prov.device, prov.weights, prov.started_at, finished,
+                        sum(len(f) for f in tables.values()),
+                    ],
+                )
+                for table, frame in tables.items():
+                    con.execute(f"delete from {table} where {where}", values)
+                    if len(frame):
+                        stamped = frame.with_columns(pl.lit(mid).alias("materialization_id"))
+                        con.register("_incoming", stamped.to_arrow())
+                        con.execute(f"insert into {table} by name select * from _incoming")
+                        con.unregister("_incoming")
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
+        return {"materialization_id": mid, "data_version": prov.data_version, "rows": {t: len(f) for t, f in tables.items()}}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split_sql(text: str) -> list[str]:
+    return [s.strip() for s in text.split(";") if s.strip() and not all(
+        line.strip().startswith("--") or not line.strip() for line in s.strip().splitlines())]
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply sql/schema.sql (every statement is IF NOT EXISTS, so this is idempotent)."""
+    for stmt in _split_sql((SQL_DIR / "schema.sql").read_text()):
+        con.execute(stmt)
+
+
+def apply_views(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the cross-campaign views of sql/views.sql."""
+    path = SQL_DIR / "views.sql"
+    if path.exists():
+        for stmt in _split_sql(path.read_text()):
+            con.execute(stmt)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the libraries that shape results, recorded with every materialization."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mmlake", "numpy", "torch", "torchvision", "hyperspy", "exspy", "rosettasciio",
+                "scikit-learn", "python-louvain", "pymatgen", "duckdb", "dagster"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
