@@ -247,23 +247,16 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _split_sql(text: str) -> list[str]:
-    return [s.strip() for s in text.split(";") if s.strip() and not all(
-        line.strip().startswith("--") or not line.strip() for line in s.strip().splitlines())]
-
-
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Apply sql/schema.sql (every statement is IF NOT EXISTS, so this is idempotent)."""
-    for stmt in _split_sql((SQL_DIR / "schema.sql").read_text()):
-        con.execute(stmt)
+    con.execute((SQL_DIR / "schema.sql").read_text())
 
 
 def apply_views(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create the cross-campaign views of sql/views.sql."""
     path = SQL_DIR / "views.sql"
     if path.exists():
-        for stmt in _split_sql(path.read_text()):
-            con.execute(stmt)
+        con.execute(path.read_text())
 
 
 def software_versions() -> dict[str, str]:

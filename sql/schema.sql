@@ -21,6 +21,18 @@ CREATE TABLE IF NOT EXISTS materializations (
     is_current         BOOLEAN NOT NULL    -- the newest materialization of (asset_key, partition_key)
 );
 
+-- Where a registered session folder lives (written by `mmlake ingest` / the landing sensor). Not data:
+-- raw_session copies the files into the object folder, after which only the lake copy is read.
+CREATE TABLE IF NOT EXISTS session_sources (
+    session_id         VARCHAR NOT NULL,
+    campaign           VARCHAR NOT NULL,
+    sample             VARCHAR NOT NULL,
+    dose_key           VARCHAR NOT NULL,
+    folder             VARCHAR NOT NULL,
+    manifest_sha256    VARCHAR NOT NULL,
+    registered_at      TIMESTAMPTZ NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS sessions (
     session_id         VARCHAR NOT NULL,   -- sample@dose
     campaign           VARCHAR NOT NULL,

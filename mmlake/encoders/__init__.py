@@ -1,0 +1,50 @@
+"""Chip encoders: a small registry.
+
+>>> enc = get_encoder("vgg16", weights="imagenet")          # doctest: +SKIP
+>>> vecs = enc.encode(chips, batch_size=256, device="auto")  # doctest: +SKIP
+
+Importing this package does not import torch; the encoder modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mmlake.encoders.base import ChipEncoder
+
+# name -> "module:Class"; modules are imported lazily so `import mmlake.encoders` stays cheap.
+_REGISTRY: dict[str, str] = {
+    "vgg16": "mmlake.encoders.vgg16:VGG16Encoder",
+    "fft": "mmlake.encoders.fft:FFTEncoder",
+}
+
+
+def register_encoder(name: str, target: str | type) -> None:
+    """Register an encoder class (or a ``"module:Class"`` string) under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if isinstance(target, type):
+        target = f"{target.__module__}:{target.__qualname__}"
+    _REGISTRY[name] = target
+
+
+def available_encoders() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_encoder(name: str, **cfg: Any) -> ChipEncoder:
+    """Build the encoder registered as ``name`` with its configuration ``cfg``.
+
+    vgg16: ``weights`` ("imagenet" | "random" | "/path/to/vgg16.pth"), ``seed`` (random only),
+    ``precision`` ("fp32" | "bf16" | "fp16"; the latter two on CUDA only), ``channels_last``.
+    fft: ``window_px``, ``n_radial``, ``n_angular`` (see mmlake.encoders.fft).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
+    module_name, cls_name = _REGISTRY[name].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(**cfg)
+
+
+__all__ = ["ChipEncoder", "available_encoders", "get_encoder", "register_encoder"]
