@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, MetadataValue, asset
 from assets.common import png_md, session_id, write_result
 from assets.partitions import session_partitions
 from mmlake import plots
-from mmlake.chips import ChipGrid, majority_labels, sum_eds_chips
+from mmlake.chips import ChipGrid, check_support, majority_labels, sum_eds_chips
 from mmlake.session import open_session
 from mmlake.store import open_stored_session, session_frames, source_folder
 from resources.lake import LakeResource
@@ -66,6 +66,7 @@ def chips(context: AssetExecutionContext, lake: LakeResource):
         chip_px, derivation = suggest_chip_px(session.haadf, session.pixel_size_nm)
         chip_source = "lattice"
     grid = ChipGrid.fit(session.shape, chip_px, sid)
+    check_support(session.manifest.support, grid, sid)
     rows, cols = grid.rows_cols()
     table = {"session_id": sid, "chip_index": np.arange(grid.n_chips, dtype=np.int32),
              "row": rows.astype(np.int32), "col": cols.astype(np.int32),

@@ -70,6 +70,16 @@ class ChipGrid:
         return out
 
 
+def check_support(support: dict[str, tuple[tuple[int, int], ...]], grid: ChipGrid, session_id: str) -> None:
+    """Few-shot support chips must lie on the grid; say which one does not and how big the grid is."""
+    for cls, chips in support.items():
+        for r, c in chips:
+            if not (0 <= r < grid.n_rows and 0 <= c < grid.n_cols):
+                raise SessionError(session_id, f"support chip [{r}, {c}] of class {cls!r} is outside the "
+                                               f"chip grid ({grid.n_rows} rows x {grid.n_cols} cols, "
+                                               f"{grid.chip_px} px chips); fix 'support' in session.yaml")
+
+
 def majority_labels(label_map: np.ndarray, grid: ChipGrid) -> np.ndarray:
     """Majority label of each chip of an integer label map (vectorised bincount per chip)."""
     tiles = grid.tiles(np.asarray(label_map)).reshape(grid.n_chips, -1).astype(np.int64)

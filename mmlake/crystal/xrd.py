@@ -11,9 +11,10 @@ which is ~exp(-2 pi^2 sigma^2 / step^2) (1e-77 for sigma 0.3, step 0.1), so step
 
 Grid edges: sticks are computed over [min - 5 sigma, max + 5 sigma], so a peak just outside the
 window still contributes its tail, and a peak just inside loses the part of its Gaussian that falls
-outside the window (the detector range ends there). Nothing is renormalised to hide this: the lost
-fraction is reported per pattern as `edge_loss_fraction` (0 for peaks further than ~3 sigma from an
-edge). With Cu K-alpha and cells of at most ~20 Å the lowest reflection is above ~4 deg, so only
+outside the window (the detector range ends there). Nothing is renormalised to hide this: the
+fraction of the Gaussian mass of all computed sticks (window + margins) that falls off the grid is
+reported per pattern as `edge_loss_fraction` (0 when every stick is further than ~3 sigma from an
+edge; median ~1e-7 on MP-20, max a few %). With Cu K-alpha and cells of at most ~20 Å the lowest reflection is above ~4 deg, so only
 the 90-deg edge matters in practice.
 
 The stored pattern is normalised to max = 1 (float32) after the integral is measured.
@@ -99,11 +100,10 @@ def pattern_from_structure(structure, params: XRDParams = XRDParams()) -> tuple[
     grid = params.grid()
     dens = smear(x, y, grid, params.sigma_deg)
     inside = (x >= params.two_theta_min) & (x <= params.two_theta_max)
-    total_inside = float(y[inside].sum())
+    total = float(y.sum())  # all sticks, including those in the 5-sigma margins
     integral = float(dens.sum() * params.step_deg)
-    info = {"n_peaks": int(inside.sum()), "integrated_intensity": integral,
-            "stick_intensity": total_inside,
-            "edge_loss_fraction": float(1.0 - integral / total_inside) if total_inside > 0 else None}
+    info = {"n_peaks": int(inside.sum()), "integrated_intensity": integral, "stick_intensity": total,
+            "edge_loss_fraction": float(max(0.0, 1.0 - integral / total)) if total > 0 else None}
     if inside.any():
         k = int(np.argmax(np.where(inside, y, -np.inf)))
         info["strongest_two_theta"] = float(x[k])

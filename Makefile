@@ -1,0 +1,40 @@
+# mmlake: `make demo` (set up + demo lake), `make test` (set up + test suite), `make ui` (Dagster UI).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export MMLAKE_HOME ?= $(CURDIR)/.mmlake
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+.PHONY: install demo demo-crystal test ui bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/mmlake demo
+
+test: install
+	$(BIN)/pytest
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
+	exec env --default-signal=INT,TERM $(BIN)/dagster dev -m assets.definitions -h $(HOST) -p $(PORT)
+
+bench: install
+	$(BIN)/python bench/chips.py
+	$(BIN)/python bench/encoders.py
+	$(BIN)/python bench/segment.py
+
+clean:
+	rm -rf $(MMLAKE_HOME) $(DAGSTER_HOME)

@@ -1,0 +1,123 @@
+"""`mmlake` command line: demo, ingest, sql, export.
+
+It lives beside the assets (not in the `mmlake` library) because `demo` and `ingest` drive Dagster;
+`sql` only opens the lake read-only.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mmlake.errors import MmlakeError
+from mmlake.lake import Lake
+
+SUMMARY_SQL = (
+    "select campaign, sample, dose_dpa, count(*) as chips from chips join sessions using (session_id) "
+    "group by all order by campaign, sample, dose_dpa"
+)
+
+
+def print_frame(frame, fmt: str = "table") -> None:
+    """Print a polars frame as an aligned table, CSV or JSON lines-free JSON array."""
+    import polars as pl
+
+    if fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(frame.to_dicts(), default=str, indent=1) + "\n")
+    else:
+        with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200,
+                       tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            print(frame)
+
+
+def cmd_sql(args) -> int:
+    lake = Lake(args.lake)
+    if not lake.db_path.exists():
+        print(f"no lake at {lake.db_path}; run `make demo` or `mmlake ingest PATH` first", file=sys.stderr)
+        return 2
+    print_frame(lake.query(args.query), args.format)
+    return 0
+
+
+def _quiet_dagster() -> None:
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    os.environ.setdefault("DAGSTER_LOG_LEVEL", "WARNING")
+
+
+def cmd_ingest(args) -> int:
+    from assets.runner import ingest
+
+    _quiet_dagster()
+    lake = Lake(args.lake).ensure()
+    outcomes = ingest(args.paths, lake)
+    failed = [o for o in outcomes if not o.ok]
+    print(f"{len(outcomes) - len(failed)} session(s) ingested, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_demo(args) -> int:
+    from assets.runner import ingest
+    from mmlake.synth import build_demo_campaign
+
+    _quiet_dagster()
+    lake = Lake(args.lake).ensure()
+    out = Path(args.out or lake.home / "demo_sessions")
+    print(f"building the demo campaign (preprint Table II) in {out} ...")
+    folders = build_demo_campaign(out)
+    outcomes = ingest(folders, lake)
+    with lake.connect() as con:
+        from mmlake.lake import apply_views
+
+        apply_views(con)
+    print("\n" + SUMMARY_SQL)
+    print_frame(lake.query(SUMMARY_SQL))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def cmd_export(args) -> int:
+    from mmlake.export import export_session
+
+    paths = export_session(Lake(args.lake), args.session, Path(args.out), fmt=args.format)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmlake", description="multi-modal materials data lake")
+    parser.add_argument("--lake", default=None, help="lake folder (default $MMLAKE_HOME or ./.mmlake)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="build the synthetic demo campaign and materialize everything")
+    p.add_argument("--out", help="where to write the demo session folders (default LAKE/demo_sessions)")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("ingest", help="register session folders and materialize their partitions")
+    p.add_argument("paths", nargs="+", help="session folders, or folders of session folders")
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("sql", help="run a read-only SQL query against the lake")
+    p.add_argument("query")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_sql)
+    p = sub.add_parser("export", help="export a session's label maps as HyperSpy signals")
+    p.add_argument("session", help="session id, e.g. pristine@0.1")
+    p.add_argument("--format", choices=["hspy"], default="hspy")
+    p.add_argument("--out", default=".", help="output folder")
+    p.set_defaults(func=cmd_export)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MmlakeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # duckdb parse errors etc.: one readable line, not a traceback
+        if type(exc).__module__.startswith("_duckdb") or type(exc).__module__.startswith("duckdb"):
+            print(f"SQL error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

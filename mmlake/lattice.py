@@ -1,0 +1,368 @@
+"""FFT lattice analysis shared by the ``fft`` chip encoder, the automatic chip size and the region
+d-spacing.
+
+Method (one code path for a single image and for a stack of windows):
+
+1. Subtract each image's mean, multiply by a 2-D Hann window, FFT, power ``P = |F|^2``;
+   ``log P`` is the *windowed log power spectrum*.
+2. Background: the median of ``log P`` over each radial shell (shell width = one frequency bin
+   ``1 / min(h, w)``). The median ignores the few pixels a lattice peak occupies, and a radially
+   symmetric amorphous halo is absorbed into it.
+3. Significance ``S = log P - background``; ``exp(S)`` is the *peak/background power ratio*
+   (``strength``). Only frequencies between ``k_min`` (at least 3 bins from DC, the Hann main lobe
+   of the mean/ramp, and at most ``1 / max_period``) and Nyquist (0.5 cycles/px) are searched.
+4. Is there a lattice? ``strength`` of the strongest peak vs ``noise_factor`` times the ratio the
+   largest of N pure-noise bins would reach (``ln N / ln 2`` for exponentially distributed power).
+5. Which peak gives the period? For a cubic perovskite in [001] projection (A and B columns of
+   different Z) the (110)-type peak is often *stronger* than (100), so "the strongest peak" would
+   report a/sqrt(2). Instead the reciprocal lattice basis is found: candidate peaks (local maxima
+   with at least ``family_rel`` of the strongest peak's power and above the lattice threshold) are
+   tried shortest first as ``g1``; a second, non-collinear candidate ``g2`` is added; ``g1`` is
+   accepted when the strongest peak indexes as ``i g1 + j g2`` with small integers. All candidates
+   that index are then used in a least-squares refinement of ``(g1, g2)`` from sub-bin (parabolic)
+   peak positions. The period is ``1/|g1|``: the largest lattice-plane spacing, d = a for a cubic
+   [001] projection.
+6. ``uncertainty_nm`` is width based: the Gaussian sigma of the ``g1`` peak (from the curvature of
+   ``log P``) propagated to d (``sigma_d = d^2 sigma_k``). It is a resolution figure (it shrinks as
+   the image grows), not a standard error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+METHOD_VERSION = "1"
+K_MIN_BINS = 3  # Hann main lobe of DC is +-2 bins; lattice searched from the 3rd shell outwards
+
+
+@dataclass(frozen=True)
+class LatticePeak:
+    """Result of :func:`find_lattice_peak`. When ``is_crystalline`` is False the period fields
+    describe the strongest (insignificant) peak and must not be reported as a d-spacing."""
+
+    period_nm: float
+    period_px: float
+    strength: float  # peak/background power ratio of the strongest lattice peak (linear)
+    uncertainty_nm: float
+    is_crystalline: bool
+    threshold: float  # strength needed to call it a lattice (see module docstring, step 4)
+    g_px: tuple[float, float]  # reciprocal basis vector g1 (ky, kx) in cycles/px
+    angle_deg: float  # direction of g1, degrees from +x (image right), counter-clockwise in [0,180)
+    n_indexed: int  # number of peaks indexed by the refined basis
+    image_shape: tuple[int, int]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["method"] = "fft_lattice_peak"
+        d["method_version"] = METHOD_VERSION
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# spectra
+
+
+def hann2d(h: int, w: int) -> np.ndarray:
+    """Separable 2-D Hann window (periodic form, as used for spectral analysis)."""
+    wy = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(h) / h)
+    wx = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(w) / w)
+    return np.outer(wy, wx)
+
+
+def log_power_spectrum(images: np.ndarray, *, shift: bool = False) -> np.ndarray:
+    """Hann-windowed log power spectrum of an image ``(h, w)`` or a stack ``(n, h, w)``.
+
+    Unshifted (DC at [0, 0]) unless ``shift``; float64. ``log`` is natural; ``+tiny`` avoids -inf.
+    """
+    a = np.asarray(images, dtype=np.float64)
+    single = a.ndim == 2
+    if single:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"images must be (h, w) or (n, h, w), got shape {a.shape}")
+    h, w = a.shape[1:]
+    a = (a - a.mean(axis=(1, 2), keepdims=True)) * hann2d(h, w)
+    p = np.abs(np.fft.fft2(a)) ** 2
+    lp = np.log(p + 1e-30 * (1.0 + p.max(axis=(1, 2), keepdims=True)))
+    if shift:
+        lp = np.fft.fftshift(lp, axes=(1, 2))
+    return lp[0] if single else lp
+
+
+def frequency_grid(h: int, w: int):
+    """(ky, kx, k) in cycles/px for an unshifted (h, w) spectrum, and the radial shell index."""
+    ky = np.fft.fftfreq(h)[:, None] * np.ones((1, w))
+    kx = np.fft.fftfreq(w)[None, :] * np.ones((h, 1))
+    k = np.hypot(ky, kx)
+    shell = np.rint(k * min(h, w)).astype(np.int64)
+    return ky, kx, k, shell
+
+
+def significance(logp: np.ndarray, shell: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``log P`` minus the per-shell median of ``log P`` (over ``valid`` pixels). Stack-aware."""
+    lp = logp if logp.ndim == 3 else logp[None]
+    n = lp.shape[0]
+    flat = lp.reshape(n, -1)
+    sh = shell.ravel()
+    bg = np.zeros_like(flat)
+    vflat = valid.ravel()
+    for s in np.unique(sh[vflat]):
+        idx = np.flatnonzero((sh == s) & vflat)
+        med = np.median(flat[:, idx], axis=1)
+        bg[:, sh == s] = med[:, None]
+    out = (flat - bg).reshape(lp.shape)
+    out[:, ~valid] = -np.inf
+    return out if logp.ndim == 3 else out[0]
+
+
+def noise_ratio(n_bins: int) -> float:
+    """Peak/median power ratio the largest of ``n_bins`` exponential-noise bins reaches."""
+    return math.log(max(n_bins, 2)) / math.log(2.0)
+
+
+def _search_mask(h, w, k, shell, min_period_px, max_period_px):
+    kmin = max(K_MIN_BINS / min(h, w), 1.0 / max_period_px if max_period_px else 0.0)
+    kmax = min(0.5, 1.0 / min_period_px)
+    return (shell >= K_MIN_BINS) & (k >= kmin) & (k <= kmax)
+
+
+# ---------------------------------------------------------------------------------------------
+# batched crystallinity (fft encoder)
+
+
+def crystallinity_stack(
+    stack: np.ndarray,
+    *,
+    min_period_px: float = 2.0,
+    max_period_px: float | None = None,
+    family_rel: float = 0.02,
+    noise_factor: float = 4.0,
+):
+    """Vectorised lattice statistics for a stack of windows ``(n, h, w)``.
+
+    Returns ``(log_strength, period_px, threshold, logp, valid)``: the natural log of the strongest
+    peak/background ratio per window, the period of the *lowest-frequency* significant peak whose
+    power is at least ``family_rel`` of the strongest (NaN where the window is not crystalline:
+    strongest ratio below ``threshold``), the ratio threshold, the log power spectra and the search
+    mask. No 2-D lattice indexing here (small windows have few bins); see :func:`find_lattice_peak`
+    for the full estimator.
+    """
+    a = np.asarray(stack, dtype=np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"stack must be (n, h, w), got shape {a.shape}")
+    n, h, w = a.shape
+    _, _, k, shell = frequency_grid(h, w)
+    valid = _search_mask(h, w, k, shell, min_period_px, max_period_px)
+    if not valid.any():
+        raise ValueError(f"windows of {h}x{w} px are too small for a lattice search")
+    logp = log_power_spectrum(a)
+    s = significance(logp, shell, valid)
+    flat = s.reshape(n, -1)
+    smax = flat.max(axis=1)
+    threshold = noise_factor * noise_ratio(int(valid.sum()) // 2)
+    strong = (flat >= (smax[:, None] + math.log(family_rel))) & (flat >= math.log(threshold))
+    kk = np.where(strong, k.ravel()[None, :], np.inf).min(axis=1)
+    period = np.where(np.isfinite(kk) & (smax >= math.log(threshold)), 1.0 / kk, np.nan)
+    return smax, period, threshold, logp, valid
+
+
+# ---------------------------------------------------------------------------------------------
+# single image estimator
+
+
+def _parabolic(lp: np.ndarray, iy: int, ix: int):
+    """Sub-bin offsets (dy, dx) and Gaussian sigmas (in bins) of the peak at (iy, ix), wrap-around."""
+    h, w = lp.shape
+    c = lp[iy, ix]
+    res = []
+    for (a, b) in ((lp[(iy - 1) % h, ix], lp[(iy + 1) % h, ix]), (lp[iy, (ix - 1) % w], lp[iy, (ix + 1) % w])):
+        curv = a - 2 * c + b
+        if curv < 0:
+            off = float(np.clip(0.5 * (a - b) / curv, -0.5, 0.5))
+            sig = math.sqrt(-1.0 / curv)
+        else:
+            off, sig = 0.0, 1.0
+        res.append((off, sig))
+    return res[0][0], res[1][0], res[0][1], res[1][1]
+
+
+def _local_maxima(s: np.ndarray) -> np.ndarray:
+    m = np.ones(s.shape, dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                m &= s >= np.roll(np.roll(s, dy, axis=0), dx, axis=1)
+    return m & np.isfinite(s)
+
+
+def find_lattice_peak(
+    image: np.ndarray,
+    pixel_size_nm: float,
+    *,
+    min_period_px: float = 2.0,
+    max_period_nm: float = 2.0,
+    family_rel: float = 0.02,
+    noise_factor: float = 4.0,
+    max_index: int = 4,
+) -> LatticePeak:
+    """Lattice period of an image from its windowed FFT (see the module docstring).
+
+    ``pixel_size_nm`` > 0. Periods longer than ``max_period_nm`` (default 2 nm, above every simple
+    oxide's cell) or shorter than ``min_period_px`` are not searched.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or min(img.shape) < 8:
+        raise ValueError(f"image must be a 2-D array of at least 8x8 px, got shape {img.shape}")
+    if not np.all(np.isfinite(img)):
+        raise ValueError("image contains NaN or infinite values")
+    if not (isinstance(pixel_size_nm, (int, float, np.floating)) and pixel_size_nm > 0):
+        raise ValueError(f"pixel_size_nm must be a positive number, got {pixel_size_nm!r}")
+    if family_rel <= 0 or family_rel > 1:
+        raise ValueError(f"family_rel must be in (0, 1], got {family_rel!r}")
+    h, w = img.shape
+    ky, kx, k, shell = frequency_grid(h, w)
+    valid = _search_mask(h, w, k, shell, min_period_px, max_period_nm / pixel_size_nm)
+    if not valid.any():
+        raise ValueError(f"image {h}x{w} px is too small to search periods up to {max_period_nm} nm")
+    logp = log_power_spectrum(img)
+    s = significance(logp, shell, valid)
+    threshold = noise_factor * noise_ratio(int(valid.sum()) // 2)
+    ls = math.log(threshold)
+
+    imax = int(np.argmax(s))
+    sy, sx = divmod(imax, w)
+    smax = float(s[sy, sx])
+    strength = math.exp(min(smax, 700.0))
+
+    def refined(iy, ix):
+        dy, dx, sgy, sgx = _parabolic(logp, iy, ix)
+        return np.array([ky[iy, ix] + dy / h, kx[iy, ix] + dx / w]), (sgy / h, sgx / w)
+
+    gs, _ = refined(sy, sx)
+    is_cryst = smax >= ls
+    basis = None
+    n_indexed = 1
+    if is_cryst:
+        lm = _local_maxima(s) & (s >= max(ls, smax + math.log(family_rel)))
+        cy, cx = np.nonzero(lm)
+        cand = np.array([refined(a, b)[0] for a, b in zip(cy, cx)])  # (m, 2)
+        order = np.argsort(np.hypot(cand[:, 0], cand[:, 1]))
+        cand, cy, cx = cand[order], cy[order], cx[order]
+        tol_abs = 1.5 / min(h, w)
+        for i1, g1 in enumerate(cand):
+            if np.hypot(*g1) > np.hypot(*gs) * 1.02 + tol_abs:
+                break
+            # non-collinear partners, shortest first (at most 3 tried)
+            n1 = np.hypot(*g1)
+            partners = [g for g in cand if abs(g1[0] * g[1] - g1[1] * g[0]) > math.sin(math.radians(20)) * n1 * np.hypot(*g)][:3]
+            for g2 in partners or [None]:
+                B = np.stack([g1, g2], axis=1) if g2 is not None else g1[:, None]
+                idx = _index(B, cand, tol_abs, max_index)
+                # the strongest peak must index
+                ok_s = _index(B, gs[None], tol_abs, max_index)[0] is not None
+                if ok_s and idx.count(None) < len(idx):
+                    basis = (B, idx, i1)
+                    break
+            if basis is not None:
+                break
+    if basis is not None:
+        B, idx, i1 = basis
+        rows = [(cand[m], ij) for m, ij in enumerate(idx) if ij is not None]
+        n_indexed = len(rows)
+        G = np.array([r[0] for r in rows])  # (m, 2)
+        IJ = np.array([r[1] for r in rows], dtype=np.float64)  # (m, nb)
+        sol, *_ = np.linalg.lstsq(IJ, G, rcond=None)  # (nb, 2): rows are basis vectors
+        g1 = sol[0]
+        _, sig = refined(cy[i1], cx[i1])
+    else:
+        g1 = gs
+        _, sig = refined(sy, sx)
+    kmag = float(np.hypot(*g1))
+    period_px = 1.0 / kmag
+    sigma_k = float(np.hypot(sig[0] * abs(g1[0]) / kmag, sig[1] * abs(g1[1]) / kmag))
+    uncertainty_nm = pixel_size_nm * sigma_k / kmag**2
+    angle = math.degrees(math.atan2(-g1[0], g1[1])) % 180.0  # image y points down
+    if angle >= 180.0 - 1e-9:
+        angle = 0.0
+    return LatticePeak(
+        period_nm=float(period_px * pixel_size_nm),
+        period_px=float(period_px),
+        strength=float(strength),
+        uncertainty_nm=float(uncertainty_nm),
+        is_crystalline=bool(is_cryst),
+        threshold=float(threshold),
+        g_px=(float(g1[0]), float(g1[1])),
+        angle_deg=float(angle),
+        n_indexed=int(n_indexed),
+        image_shape=(int(h), int(w)),
+    )
+
+
+def _index(B: np.ndarray, G: np.ndarray, tol_abs: float, max_index: int):
+    """Integer coordinates of each row of G in basis B (2, nb), or None where it does not index."""
+    out = []
+    for g in G:
+        c, *_ = np.linalg.lstsq(B, g, rcond=None)
+        ci = np.rint(c)
+        if np.all(np.abs(ci) <= max_index) and np.any(ci != 0):
+            r = np.hypot(*(B @ ci - g))
+            if r <= tol_abs + 0.03 * np.hypot(*g):
+                out.append(tuple(ci.astype(int)))
+                continue
+        out.append(None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# chip size
+
+
+def suggest_chip_px(
+    haadf: np.ndarray,
+    pixel_size_nm: float,
+    min_cells: float = 1,
+    *,
+    session: str | None = None,
+    **peak_kwargs,
+) -> tuple[int, dict]:
+    """Chip size (px) so that one chip spans at least ``min_cells`` lattice periods per side.
+
+    The preprint chose 0.5-1 nm chips (10-20 px): about one to two perovskite cells. Returns
+    ``(chip_px, derivation)``; ``derivation`` holds the lattice peak and the rule, for provenance.
+    Raises ``SessionError`` (``session`` given) or ``ValueError`` when no lattice is found: then the
+    chip size cannot be derived and must be set explicitly (``chip_px`` in session.yaml).
+    """
+    if not (isinstance(min_cells, (int, float, np.integer, np.floating)) and min_cells > 0):
+        raise ValueError(f"min_cells must be a positive number, got {min_cells!r}")
+    peak = find_lattice_peak(haadf, pixel_size_nm, **peak_kwargs)
+    if not peak.is_crystalline:
+        msg = (
+            "no crystal lattice found in the HAADF image (strongest FFT peak/background ratio "
+            f"{peak.strength:.3g} < threshold {peak.threshold:.3g}), so the chip size cannot be "
+            "derived from the lattice period: set chip_px in session.yaml (the preprint used "
+            "chips of 0.5-1 nm, 10-20 px)"
+        )
+        if session is not None:
+            from mmlake.errors import SessionError
+
+            raise SessionError(session, msg)
+        raise ValueError("haadf: " + msg)
+    chip_px = int(math.ceil(min_cells * peak.period_px - 1e-9))
+    chip_px = max(chip_px, 2)
+    h, w = np.asarray(haadf).shape
+    if chip_px > min(h, w):
+        raise ValueError(
+            f"min_cells={min_cells}: a {chip_px} px chip does not fit the {h}x{w} px image"
+        )
+    derivation = {
+        "rule": "chip_px = ceil(min_cells * lattice period_px)",
+        "min_cells": float(min_cells),
+        "chip_px": chip_px,
+        "chip_nm": chip_px * float(pixel_size_nm),
+        "pixel_size_nm": float(pixel_size_nm),
+        "lattice": peak.as_dict(),
+    }
+    return chip_px, derivation
