@@ -30,6 +30,8 @@ def raw_session(context: AssetExecutionContext, lake: LakeResource):
     session = open_session(folder)
     if session.session_id != sid:
         raise ValueError(f"session folder {folder} now declares {session.session_id}, not {sid}")
+    if session.manifest.chip_px is not None:  # fail bad chip settings before anything is stored
+        check_support(session.manifest.support, ChipGrid.fit(session.shape, session.manifest.chip_px, sid), sid)
     frames, extras = session_frames(lk, session, folder)
     png = plots.session_thumbnail(session.haadf, extras.get("count_map"), sid)
     return write_result(

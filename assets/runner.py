@@ -21,6 +21,7 @@ from mmlake.lake import Lake
 from mmlake.manifest import MANIFEST_NAME
 from mmlake.store import register_source
 
+MMLAKE_ERRORS = {"SessionError", "LakeError", "MmlakeError", "ValueError"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,8 +61,11 @@ def step_error(result) -> str:
     for ev in result.all_events:
         if ev.event_type == DagsterEventType.STEP_FAILURE:
             err = ev.event_specific_data.error
-            while err.cause is not None and "session" not in err.message:
-                err = err.cause
+            chain = [err]
+            while chain[-1].cause is not None:
+                chain.append(chain[-1].cause)
+            # our own errors say what to do; otherwise the root cause is the most telling
+            err = next((e for e in chain if e.cls_name in MMLAKE_ERRORS), chain[-1])
             return f"{ev.step_key}: {err.message.strip()}"
     return "run failed"
 

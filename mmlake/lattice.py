@@ -5,14 +5,18 @@ Method (one code path for a single image and for a stack of windows):
 
 1. Subtract each image's mean, multiply by a 2-D Hann window, FFT, power ``P = |F|^2``;
    ``log P`` is the *windowed log power spectrum*.
-2. Background: the median of ``log P`` over each radial shell (shell width = one frequency bin
-   ``1 / min(h, w)``). The median ignores the few pixels a lattice peak occupies, and a radially
-   symmetric amorphous halo is absorbed into it.
+2. Background: per radial shell (shell width = one frequency bin ``1 / min(h, w)``), the lower
+   quartile of ``log P`` over the annulus of that shell and its two neighbours. A low quantile
+   ignores the pixels lattice peaks occupy (even in a 32 px window, where a peak's main lobe covers
+   much of a shell), and a radially symmetric amorphous halo is absorbed into it.
 3. Significance ``S = log P - background``; ``exp(S)`` is the *peak/background power ratio*
    (``strength``). Only frequencies between ``k_min`` (at least 3 bins from DC, the Hann main lobe
-   of the mean/ramp, and at most ``1 / max_period``) and Nyquist (0.5 cycles/px) are searched.
+   of the mean/ramp, and at most ``1 / max_period``) and Nyquist (0.5 cycles/px) are searched, and
+   not the ``kx = 0`` column, where a STEM raster's scan-line noise (per-line gain and offset) puts
+   its power.
 4. Is there a lattice? ``strength`` of the strongest peak vs ``noise_factor`` times the ratio the
-   largest of N pure-noise bins would reach (``ln N / ln 2`` for exponentially distributed power).
+   largest of N pure-noise bins would reach over the noise lower quartile (``ln N / ln(4/3)`` for
+   exponentially distributed power).
 5. Which peak gives the period? For a cubic perovskite in [001] projection (A and B columns of
    different Z) the (110)-type peak is often *stronger* than (100), so "the strongest peak" would
    report a/sqrt(2). Instead the reciprocal lattice basis is found: candidate peaks (local maxima
@@ -101,32 +105,46 @@ def frequency_grid(h: int, w: int):
     return ky, kx, k, shell
 
 
-def significance(logp: np.ndarray, shell: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``log P`` minus the per-shell median of ``log P`` (over ``valid`` pixels). Stack-aware."""
+def significance(
+    logp: np.ndarray, shell: np.ndarray, valid: np.ndarray, *, quantile: float = 0.25, halfwidth: int = 1
+) -> np.ndarray:
+    """``log P`` minus the radial background: per shell, the ``quantile`` of ``log P`` over the
+    ``valid`` pixels of shells ``s - halfwidth .. s + halfwidth``. Stack-aware; ``-inf`` outside
+    ``valid``.
+
+    A low quantile over an annulus rather than the shell median: in small windows (32 px) a lattice
+    peak's Hann main lobe covers a large part of a shell, which would lift a median.
+    """
     lp = logp if logp.ndim == 3 else logp[None]
     n = lp.shape[0]
     flat = lp.reshape(n, -1)
     sh = shell.ravel()
-    bg = np.zeros_like(flat)
     vflat = valid.ravel()
+    out = np.full_like(flat, -np.inf)
     for s in np.unique(sh[vflat]):
-        idx = np.flatnonzero((sh == s) & vflat)
-        med = np.median(flat[:, idx], axis=1)
-        bg[:, sh == s] = med[:, None]
-    out = (flat - bg).reshape(lp.shape)
-    out[:, ~valid] = -np.inf
+        ring = vflat & (np.abs(sh - s) <= halfwidth)
+        bg = np.quantile(flat[:, ring], quantile, axis=1)
+        here = np.flatnonzero(vflat & (sh == s))
+        out[:, here] = flat[:, here] - bg[:, None]
+    out = out.reshape(lp.shape)
     return out if logp.ndim == 3 else out[0]
 
 
-def noise_ratio(n_bins: int) -> float:
-    """Peak/median power ratio the largest of ``n_bins`` exponential-noise bins reaches."""
-    return math.log(max(n_bins, 2)) / math.log(2.0)
+def noise_ratio(n_bins: int, quantile: float = 0.25) -> float:
+    """Ratio of the largest of ``n_bins`` exponential-noise bins to the noise ``quantile``:
+    ``ln N / -ln(1 - q)``."""
+    return math.log(max(n_bins, 2)) / -math.log(1.0 - quantile)
 
 
 def _search_mask(h, w, k, shell, min_period_px, max_period_px):
+    """Searched frequencies: K_MIN_BINS..Nyquist, within the period limits, and not the kx = 0
+    column. Scan-line artefacts (per-line gain/offset noise of a STEM raster) put their power in
+    that column; the lattice peaks on it still show through their Hann side bins at kx = +-1/w."""
     kmin = max(K_MIN_BINS / min(h, w), 1.0 / max_period_px if max_period_px else 0.0)
     kmax = min(0.5, 1.0 / min_period_px)
-    return (shell >= K_MIN_BINS) & (k >= kmin) & (k <= kmax)
+    m = (shell >= K_MIN_BINS) & (k >= kmin) & (k <= kmax)
+    m[:, 0] = False
+    return m
 
 
 # ---------------------------------------------------------------------------------------------
