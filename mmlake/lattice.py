@@ -13,14 +13,16 @@ Method (one code path for a single image and for a stack of windows):
    (``strength``). Only frequencies between ``k_min`` (at least 3 bins from DC, the Hann main lobe
    of the mean/ramp, and at most ``1 / max_period``) and Nyquist (0.5 cycles/px) are searched, and
    not the ``kx = 0`` column, where a STEM raster's scan-line noise (per-line gain and offset) puts
-   its power.
+   its power, nor the ``kx = +-1`` columns the Hann window leaks it into. Lattice peaks on the
+   ``kx = 0`` axis are thereby skipped; the other members of the lattice family still index.
 4. Is there a lattice? ``strength`` of the strongest peak vs ``noise_factor`` times the ratio the
    largest of N pure-noise bins would reach over the noise lower quartile (``ln N / ln(4/3)`` for
    exponentially distributed power).
 5. Which peak gives the period? For a cubic perovskite in [001] projection (A and B columns of
    different Z) the (110)-type peak is often *stronger* than (100), so "the strongest peak" would
    report a/sqrt(2). Instead the reciprocal lattice basis is found: candidate peaks (local maxima
-   with at least ``family_rel`` of the strongest peak's power and above the lattice threshold) are
+   with at least ``family_rel`` of the strongest peak's power and above the noise maximum ``ln N /
+   ln(4/3)``; once the strongest peak has established the lattice, its relatives need no margin) are
    tried shortest first as ``g1``; a second, non-collinear candidate ``g2`` is added; ``g1`` is
    accepted when the strongest peak indexes as ``i g1 + j g2`` with small integers. All candidates
    that index are then used in a least-squares refinement of ``(g1, g2)`` from sub-bin (parabolic)
@@ -40,6 +42,7 @@ import numpy as np
 
 METHOD_VERSION = "1"
 K_MIN_BINS = 3  # Hann main lobe of DC is +-2 bins; lattice searched from the 3rd shell outwards
+SCAN_LINE_COLUMNS = [0, 1, -1]  # kx columns excluded (scan-line noise and its Hann leakage)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class LatticePeak:
     is_crystalline: bool
     threshold: float  # strength needed to call it a lattice (see module docstring, step 4)
     g_px: tuple[float, float]  # reciprocal basis vector g1 (ky, kx) in cycles/px
-    angle_deg: float  # direction of g1, degrees from +x (image right), counter-clockwise in [0,180)
+    angle_deg: float  # direction of +-g1, degrees from +x (image right), counter-clockwise, [-90, 90)
     n_indexed: int  # number of peaks indexed by the refined basis
     image_shape: tuple[int, int]
 
@@ -137,13 +140,13 @@ def noise_ratio(n_bins: int, quantile: float = 0.25) -> float:
 
 
 def _search_mask(h, w, k, shell, min_period_px, max_period_px):
-    """Searched frequencies: K_MIN_BINS..Nyquist, within the period limits, and not the kx = 0
-    column. Scan-line artefacts (per-line gain/offset noise of a STEM raster) put their power in
-    that column; the lattice peaks on it still show through their Hann side bins at kx = +-1/w."""
+    """Searched frequencies: K_MIN_BINS..Nyquist, within the period limits, and not the columns
+    kx = 0, +-1/w. Scan-line artefacts (per-line gain/offset noise of a STEM raster) put their power
+    in the kx = 0 column, and the Hann window leaks a quarter of it into kx = +-1/w."""
     kmin = max(K_MIN_BINS / min(h, w), 1.0 / max_period_px if max_period_px else 0.0)
     kmax = min(0.5, 1.0 / min_period_px)
     m = (shell >= K_MIN_BINS) & (k >= kmin) & (k <= kmax)
-    m[:, 0] = False
+    m[:, SCAN_LINE_COLUMNS] = False
     return m
 
 
@@ -157,34 +160,66 @@ def crystallinity_stack(
     min_period_px: float = 2.0,
     max_period_px: float | None = None,
     family_rel: float = 0.02,
-    noise_factor: float = 4.0,
-):
+    noise_factor: float = 2.5,
+    min_angle_deg: float = 20.0,
+) -> dict:
     """Vectorised lattice statistics for a stack of windows ``(n, h, w)``.
 
-    Returns ``(log_strength, period_px, threshold, logp, valid)``: the natural log of the strongest
-    peak/background ratio per window, the period of the *lowest-frequency* significant peak whose
-    power is at least ``family_rel`` of the strongest (NaN where the window is not crystalline:
-    strongest ratio below ``threshold``), the ratio threshold, the log power spectra and the search
-    mask. No 2-D lattice indexing here (small windows have few bins); see :func:`find_lattice_peak`
-    for the full estimator.
+    Returns a dict of per-window arrays (natural-log significances, see the module docstring):
+
+    - ``peak``: significance of the strongest peak;
+    - ``lattice2d``: significance of the strongest peak at least ``min_angle_deg`` away in direction
+      from the strongest one. A 2-D lattice projection has two independent reciprocal vectors, so
+      both are strong; in amorphous speckle the runner-up is an order statistic below the maximum.
+      This is the crystallinity the ``fft`` encoder thresholds (1-D fringes alone count as not
+      crystalline);
+    - ``period_px``: period of the lowest-frequency local maximum with at least ``family_rel`` of
+      the strongest peak's power, sub-bin (parabolic) position (NaN where ``peak`` is below the
+      threshold);
+    - ``log_threshold``: ``ln(noise_factor * noise_ratio(N))`` for this window size (scalar);
+    - ``logp``, ``valid``: the log power spectra and the search mask.
+
+    No 2-D lattice indexing here (small windows have few bins); see :func:`find_lattice_peak`.
     """
     a = np.asarray(stack, dtype=np.float64)
     if a.ndim != 3:
         raise ValueError(f"stack must be (n, h, w), got shape {a.shape}")
     n, h, w = a.shape
-    _, _, k, shell = frequency_grid(h, w)
+    ky, kx, k, shell = frequency_grid(h, w)
     valid = _search_mask(h, w, k, shell, min_period_px, max_period_px)
     if not valid.any():
         raise ValueError(f"windows of {h}x{w} px are too small for a lattice search")
     logp = log_power_spectrum(a)
     s = significance(logp, shell, valid)
     flat = s.reshape(n, -1)
-    smax = flat.max(axis=1)
-    threshold = noise_factor * noise_ratio(int(valid.sum()) // 2)
-    strong = (flat >= (smax[:, None] + math.log(family_rel))) & (flat >= math.log(threshold))
-    kk = np.where(strong, k.ravel()[None, :], np.inf).min(axis=1)
-    period = np.where(np.isfinite(kk) & (smax >= math.log(threshold)), 1.0 / kk, np.nan)
-    return smax, period, threshold, logp, valid
+    i1 = flat.argmax(axis=1)
+    s1 = flat[np.arange(n), i1]
+    theta = np.mod(np.arctan2(ky, kx), np.pi).ravel()
+    d = np.abs(theta[None, :] - theta[i1][:, None])
+    d = np.minimum(d, np.pi - d)
+    s2 = np.where(d >= math.radians(min_angle_deg), flat, -np.inf).max(axis=1)
+    log_thr = math.log(noise_factor * noise_ratio(int(valid.sum()) // 2))
+    lm = _local_maxima(s).reshape(n, -1)
+    strong = lm & (flat >= (s1[:, None] + math.log(family_rel))) & (flat >= log_thr)
+    kcand = np.where(strong, k.ravel()[None, :], np.inf)
+    ib = kcand.argmin(axis=1)
+    found = np.isfinite(kcand[np.arange(n), ib]) & (s1 >= log_thr)
+    # sub-bin (parabolic, on log P) position of that peak, vectorised
+    iy, ix = np.divmod(ib, w)
+    lpn = logp
+    r = np.arange(n)
+    c0 = lpn[r, iy, ix]
+    offs = []
+    for (a, b) in ((lpn[r, (iy - 1) % h, ix], lpn[r, (iy + 1) % h, ix]),
+                   (lpn[r, iy, (ix - 1) % w], lpn[r, iy, (ix + 1) % w])):
+        curv = a - 2 * c0 + b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offs.append(np.where(curv < 0, np.clip(0.5 * (a - b) / curv, -0.5, 0.5), 0.0))
+    kyr = ky.ravel()[ib] + offs[0] / h
+    kxr = kx.ravel()[ib] + offs[1] / w
+    period = np.where(found, 1.0 / np.hypot(kyr, kxr), np.nan)
+    return {"peak": s1, "lattice2d": s2, "period_px": period, "log_threshold": log_thr,
+            "logp": logp, "valid": valid}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,11 +243,12 @@ def _parabolic(lp: np.ndarray, iy: int, ix: int):
 
 
 def _local_maxima(s: np.ndarray) -> np.ndarray:
+    """8-neighbour local maxima (frequency wrap-around) of ``(h, w)`` or ``(n, h, w)`` maps."""
     m = np.ones(s.shape, dtype=bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                m &= s >= np.roll(np.roll(s, dy, axis=0), dx, axis=1)
+                m &= s >= np.roll(np.roll(s, dy, axis=-2), dx, axis=-1)
     return m & np.isfinite(s)
 
 
@@ -264,37 +300,21 @@ def find_lattice_peak(
     basis = None
     n_indexed = 1
     if is_cryst:
-        lm = _local_maxima(s) & (s >= max(ls, smax + math.log(family_rel)))
-        cy, cx = np.nonzero(lm)
-        cand = np.array([refined(a, b)[0] for a, b in zip(cy, cx)])  # (m, 2)
-        order = np.argsort(np.hypot(cand[:, 0], cand[:, 1]))
-        cand, cy, cx = cand[order], cy[order], cx[order]
-        tol_abs = 1.5 / min(h, w)
-        for i1, g1 in enumerate(cand):
-            if np.hypot(*g1) > np.hypot(*gs) * 1.02 + tol_abs:
-                break
-            # non-collinear partners, shortest first (at most 3 tried)
-            n1 = np.hypot(*g1)
-            partners = [g for g in cand if abs(g1[0] * g[1] - g1[1] * g[0]) > math.sin(math.radians(20)) * n1 * np.hypot(*g)][:3]
-            for g2 in partners or [None]:
-                B = np.stack([g1, g2], axis=1) if g2 is not None else g1[:, None]
-                idx = _index(B, cand, tol_abs, max_index)
-                # the strongest peak must index
-                ok_s = _index(B, gs[None], tol_abs, max_index)[0] is not None
-                if ok_s and idx.count(None) < len(idx):
-                    basis = (B, idx, i1)
-                    break
-            if basis is not None:
-                break
+        # family members only need to beat the noise maximum itself: the lattice is established
+        cand, cidx = _strong_peaks(s, smax + math.log(family_rel), ls - math.log(noise_factor), h, w, refined)
+        basis = _find_basis(cand, gs, 1.5 / min(h, w), max_index)
     if basis is not None:
-        B, idx, i1 = basis
+        B = basis
+        idx = _index(B, cand, 1.5 / min(h, w), max_index)
         rows = [(cand[m], ij) for m, ij in enumerate(idx) if ij is not None]
         n_indexed = len(rows)
         G = np.array([r[0] for r in rows])  # (m, 2)
         IJ = np.array([r[1] for r in rows], dtype=np.float64)  # (m, nb)
         sol, *_ = np.linalg.lstsq(IJ, G, rcond=None)  # (nb, 2): rows are basis vectors
         g1 = sol[0]
-        _, sig = refined(cy[i1], cx[i1])
+        # width of the measured peak closest to g1 (or -g1)
+        dist = np.minimum(np.hypot(*(cand - g1).T), np.hypot(*(cand + g1).T))
+        _, sig = refined(*cidx[int(np.argmin(dist))])
     else:
         g1 = gs
         _, sig = refined(sy, sx)
@@ -302,9 +322,8 @@ def find_lattice_peak(
     period_px = 1.0 / kmag
     sigma_k = float(np.hypot(sig[0] * abs(g1[0]) / kmag, sig[1] * abs(g1[1]) / kmag))
     uncertainty_nm = pixel_size_nm * sigma_k / kmag**2
-    angle = math.degrees(math.atan2(-g1[0], g1[1])) % 180.0  # image y points down
-    if angle >= 180.0 - 1e-9:
-        angle = 0.0
+    angle = math.degrees(math.atan2(-g1[0], g1[1]))  # image y points down
+    angle = (angle + 90.0) % 180.0 - 90.0  # direction of the +-g1 pair, in [-90, 90)
     return LatticePeak(
         period_nm=float(period_px * pixel_size_nm),
         period_px=float(period_px),
@@ -319,6 +338,54 @@ def find_lattice_peak(
     )
 
 
+def _strong_peaks(s, log_rel, log_thr, h, w, refined, radius_bins=2.0, radius_rel=0.03, keep=24):
+    """Local maxima of ``s`` above both thresholds, strongest first, with non-maximum suppression
+    (a peak smeared by scan jitter or split by two nearly equal lattices counts once); at most
+    ``keep``. Returns (sub-bin positions (m, 2) in cycles/px (ky, kx), integer indices (m, 2))."""
+    lm = _local_maxima(s) & (s >= max(log_thr, log_rel))
+    cy, cx = np.nonzero(lm)
+    o = np.argsort(-s[cy, cx], kind="stable")
+    kept_pos, kept_idx = [], []
+    for a, b in zip(cy[o], cx[o]):
+        g, _ = refined(a, b)
+        r = max(radius_bins / min(h, w), radius_rel * float(np.hypot(*g)))
+        if all(np.hypot(*(g - q)) > r for q in kept_pos):
+            kept_pos.append(g)
+            kept_idx.append((int(a), int(b)))
+            if len(kept_pos) >= keep:
+                break
+    return np.array(kept_pos).reshape(-1, 2), kept_idx
+
+
+def _find_basis(cand: np.ndarray, gs: np.ndarray, tol_abs: float, max_index: int):
+    """Shortest reciprocal basis (columns of a (2, nb) matrix) among ``cand`` that indexes the
+    strongest peak ``gs``: g1 shortest first, then its shortest non-collinear partner (no longer
+    than ``gs``) that makes ``gs = i g1 + j g2`` with small integers and ``i != 0``; a single g1
+    (1-D fringes) when no partner does."""
+    norms = np.hypot(cand[:, 0], cand[:, 1])
+    order = np.argsort(norms, kind="stable")
+    ngs = float(np.hypot(*gs))
+    sin_min = math.sin(math.radians(20))
+    for i1 in order:
+        g1 = cand[i1]
+        if norms[i1] > ngs * 1.02 + tol_abs:
+            break
+        for i2 in order:
+            g2 = cand[i2]
+            if norms[i2] > ngs * 1.02 + tol_abs:
+                break
+            if abs(g1[0] * g2[1] - g1[1] * g2[0]) <= sin_min * norms[i1] * norms[i2]:
+                continue
+            B = np.stack([g1, g2], axis=1)
+            ij = _index(B, gs[None], tol_abs, max_index)[0]
+            if ij is not None and ij[0] != 0:  # g1 must take part (gs = 0 g1 + 1 g2 proves nothing)
+                return B
+        ij = _index(g1[:, None], gs[None], tol_abs, max_index)[0]
+        if ij is not None:
+            return g1[:, None]
+    return None
+
+
 def _index(B: np.ndarray, G: np.ndarray, tol_abs: float, max_index: int):
     """Integer coordinates of each row of G in basis B (2, nb), or None where it does not index."""
     out = []
@@ -327,7 +394,7 @@ def _index(B: np.ndarray, G: np.ndarray, tol_abs: float, max_index: int):
         ci = np.rint(c)
         if np.all(np.abs(ci) <= max_index) and np.any(ci != 0):
             r = np.hypot(*(B @ ci - g))
-            if r <= tol_abs + 0.03 * np.hypot(*g):
+            if r <= tol_abs + 0.015 * np.hypot(*g):
                 out.append(tuple(ci.astype(int)))
                 continue
         out.append(None)

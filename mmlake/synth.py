@@ -145,6 +145,10 @@ HAADF_Z_EXPONENT = 1.7
 #: Gaussian column sigma (nm). Chosen so the (100) FFT peak beats (110) for STO (the weakest case:
 #: |F100|/|F110| ~ 1.5 in amplitude) and LFO (~2.7).
 COLUMN_SIGMA_NM = 0.10
+#: Column disorder inside defect domains: random column displacement (nm, per axis) and relative
+#: column-intensity scatter (occupancy / thickness variation).
+DEFECT_JITTER_NM = 0.025
+DEFECT_AMP_VAR = 0.15
 #: Atomic density of the amorphised film relative to the ordered film (swelling).
 AMORPHOUS_DENSITY = 0.95
 #: Relative X-ray yield per region (counts per pixel = counts_per_pixel * yield).
@@ -241,6 +245,14 @@ class SessionSpec:
     def energy_axis(self) -> np.ndarray:
         """Channel energies in keV: offset + scale * i."""
         return self.energy_offset_kev + self.energy_scale_kev * np.arange(self.n_channels)
+
+    def lattice_nm(self) -> dict[str, float | None]:
+        """Lattice spacing per truth class present in this session (None: no lattice)."""
+        return class_lattice_nm(self)
+
+    def composition_at_pct(self) -> dict[str, dict[str, float]]:
+        """At.% per truth class present in this session (see :func:`class_composition`)."""
+        return class_composition(self)
 
 
 #: The preprint's Table II: 33x33, 24x24, 34x34, 51x51 chip grids. Pixel sizes from the
@@ -364,7 +376,8 @@ def region_spectrum(spec: SessionSpec, region: str) -> tuple[np.ndarray, dict]:
     for qline, area in areas.items():
         for _name, energy, rel in line_family(qline):
             if energy < spec.beam_kv:
-                lines += area * rel * _gauss_binned(edges, energy, float(fwhm_kev(energy, spec.energy_resolution_mnka_ev)))
+                fwhm = float(fwhm_kev(energy, spec.energy_resolution_mnka_ev))
+                lines += area * rel * _gauss_binned(edges, energy, fwhm)
     brems = bremsstrahlung(e, spec.beam_kv)
     brems = brems / brems.sum()
     bg_weight = BREMS_WEIGHT * _mean_z(comp) / _mean_z(REGION_COMPOSITION["film_ordered"])
@@ -554,7 +567,8 @@ def make_haadf(spec: SessionSpec, geom: Geometry | None = None) -> np.ndarray:
             o = d["origin_nm"]
             img[m] = _render_perovskite(
                 x[m], y[m], A_DEFECT, d["angle_deg"], (o[0] + d["centre_px"] * p, o[1]),
-                _column_weights("film_defect", spec, A_DEFECT), jitter_nm=0.03, amp_var=0.2, rng=rng,
+                _column_weights("film_defect", spec, A_DEFECT),
+                jitter_nm=DEFECT_JITTER_NM, amp_var=DEFECT_AMP_VAR, rng=rng,
             )
     sig_px = COLUMN_SIGMA_NM / p
     for r, contrast, grain in ((_R_AMORPH, 0.30, None), (_R_CAP, 0.25, 1.5 / p)):
@@ -570,27 +584,48 @@ def make_haadf(spec: SessionSpec, geom: Geometry | None = None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # EDS
 # ---------------------------------------------------------------------------------------------
+def _alias_table(pdf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker/Vose alias table: channel = k if u < prob[k] else alias[k], with k uniform, samples
+    ``pdf`` exactly in O(1) per count (built once per region, a loop over channels, not events)."""
+    n = len(pdf)
+    q = (np.asarray(pdf, dtype=float) * (n / float(np.sum(pdf)))).tolist()
+    prob = [0.0] * n
+    alias = list(range(n))
+    small = [i for i in range(n) if q[i] < 1.0]
+    large = [i for i in range(n) if q[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = q[s], g
+        q[g] = (q[g] + q[s]) - 1.0
+        (small if q[g] < 1.0 else large).append(g)
+    for i in large + small:
+        prob[i] = 1.0
+    return np.array(prob), np.array(alias, dtype=np.int32)
+
+
 @dataclass(frozen=True)
 class _EdsModel:
-    cdf: np.ndarray  # (n_regions, n_channels) cumulative pdf per region
+    prob: np.ndarray  # (n_regions, n_channels) alias-table acceptance probabilities
+    alias: np.ndarray  # (n_regions, n_channels) alias channels
     lam: np.ndarray  # (n_regions,) mean counts per pixel
     n_channels: int
     seed: int
 
 
 def _eds_model(spec: SessionSpec) -> _EdsModel:
-    cdfs, lams = [], []
+    probs, aliases, lams = [], [], []
     for r in REGION_NAMES:
         pdf, _ = region_spectrum(spec, r)
-        c = np.cumsum(pdf)
-        c /= c[-1]
-        cdfs.append(c)
+        pr, al = _alias_table(pdf)
+        probs.append(pr)
+        aliases.append(al)
         lams.append(spec.counts_per_pixel * _REGION_YIELD[r])
-    return _EdsModel(np.array(cdfs), np.array(lams), spec.n_channels, spec.seed)
+    return _EdsModel(np.array(probs), np.array(aliases), np.array(lams), spec.n_channels, spec.seed)
 
 
 def _eds_band(model: _EdsModel, regions_band: np.ndarray, band_index: int) -> np.ndarray:
-    """EDS counts (rows, W, n_channels) uint16 for one band, from the band's own random stream."""
+    """EDS counts (rows, W, n_channels) uint16 for one band, from the band's own random stream:
+    Poisson total per pixel, then one channel per count drawn from the pixel's region spectrum."""
     rng = np.random.default_rng(np.random.SeedSequence(entropy=model.seed, spawn_key=(_STREAM_EDS, int(band_index))))
     h, w = regions_band.shape
     nch = model.n_channels
@@ -604,8 +639,8 @@ def _eds_band(model: _EdsModel, regions_band: np.ndarray, band_index: int) -> np
             continue
         c = counts[idx]
         tot = int(c.sum())
-        ch = np.searchsorted(model.cdf[r], rng.random(tot), side="right").astype(itype)
-        np.minimum(ch, nch - 1, out=ch)
+        k = rng.integers(0, nch, size=tot, dtype=itype)
+        ch = np.where(rng.random(tot) < model.prob[r][k], k, model.alias[r][k].astype(itype))
         flat_parts.append(np.repeat(idx.astype(itype) * itype(nch), c) + ch)
     out = np.zeros(h * w * nch, dtype=np.uint16)
     if flat_parts:
@@ -694,7 +729,12 @@ def support_chips(truth: np.ndarray, chip_px: int, per_class: int = 4) -> dict[s
     return out
 
 
+def _rounded(d: dict, nd: int = 4) -> dict:
+    return {k: ([round(float(x), nd) for x in v] if isinstance(v, list) else round(float(v), nd)) for k, v in d.items()}
+
+
 def manifest(spec: SessionSpec, geom: Geometry | None = None) -> dict:
+    """The session.yaml content (plain Python types only)."""
     geom = geom or make_geometry(spec)
     truth_frac = np.bincount(geom.truth.ravel(), minlength=4) / geom.truth.size
     n = spec.image_px
@@ -733,11 +773,11 @@ def manifest(spec: SessionSpec, geom: Geometry | None = None) -> dict:
             },
             "truth_fraction": {c: round(float(f), 5) for c, f in zip(CLASS_NAMES, truth_frac)},
             "cap_element": spec.cap_element,
-            "defect_domains": [dict(d) for d in geom.defects],
-            "amorphised_region": geom.amorphous,
+            "defect_domains": [_rounded(d) for d in geom.defects],
+            "amorphised_region": _rounded(geom.amorphous) if geom.amorphous else None,
             "film_bottom_row": float(geom.film_bottom),
-            "film_top_row_mean": float(np.mean(geom.film_top)),
-            "film_thickness_nm": float((geom.film_bottom - np.mean(geom.film_top)) * spec.pixel_size_nm),
+            "film_top_row_mean": round(float(np.mean(geom.film_top)), 2),
+            "film_thickness_nm": round(float((geom.film_bottom - np.mean(geom.film_top)) * spec.pixel_size_nm), 3),
             "haadf": {"column_sigma_nm": COLUMN_SIGMA_NM, "z_exponent": HAADF_Z_EXPONENT,
                       "mean_counts_film_ordered": float(spec.haadf_counts)},
             "eds": {

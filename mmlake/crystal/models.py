@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
-import io
 import hashlib
+import io
+import math
 from typing import Any
 
 import torch
@@ -58,19 +59,37 @@ def clip_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, vari
 
 
 class XRDEncoder(nn.Module):
-    def __init__(self, n_points: int, emb_dim: int = 128, channels: tuple[int, ...] = (16, 32, 64, 64, 64),
-                 kernel: int = 7, dropout: float = 0.1):
+    """Conv blocks (conv -> batch norm -> ReLU -> max-pool 2); the first conv has stride 2 (the 0.1-deg
+    grid oversamples sigma = 0.3 deg peaks), kernels shrink 9, 7, 5, 5, 3 as the signal is pooled."""
+
+    def __init__(self, n_points: int, emb_dim: int = 128, channels: tuple[int, ...] = (16, 16, 32, 32, 64),
+                 kernels: tuple[int, ...] = (9, 7, 5, 5, 3), dropout: float = 0.1, transform: str = "sqrt"):
         super().__init__()
+        if transform not in ("none", "sqrt", "log"):
+            raise ValueError(f"xrd_transform must be 'none', 'sqrt' or 'log', got {transform!r}")
+        self.transform = transform
+        if len(kernels) < len(channels):
+            kernels = tuple(kernels) + (3,) * (len(channels) - len(kernels))
         layers: list[nn.Module] = []
         c_in, length = 1, n_points
-        for c in channels:
-            layers += [nn.Conv1d(c_in, c, kernel, padding=kernel // 2), nn.BatchNorm1d(c), nn.ReLU(), nn.MaxPool1d(2)]
-            c_in, length = c, length // 2
+        for i, (c, k) in enumerate(zip(channels, kernels)):
+            stride = 2 if i == 0 else 1
+            layers += [nn.Conv1d(c_in, c, k, stride=stride, padding=k // 2), nn.BatchNorm1d(c), nn.ReLU(),
+                       nn.MaxPool1d(2)]
+            length = ((length + 2 * (k // 2) - k) // stride + 1) // 2
+            c_in = c
+        if length < 1:
+            raise ValueError(f"n_points={n_points} is too short for {len(channels)} conv blocks")
         self.conv = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * length, 256), nn.ReLU(),
                                   nn.Linear(256, emb_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, n_points)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, n_points), max-normalised pattern
+        x = x.clamp(min=0.0)
+        if self.transform == "sqrt":  # weak (often low-angle, lattice-defining) peaks stay visible
+            x = x.sqrt()
+        elif self.transform == "log":
+            x = torch.log1p(100.0 * x) / math.log(101.0)
         return self.head(self.conv(x.unsqueeze(1)))
 
 
@@ -94,14 +113,17 @@ class CrystalNet(nn.Module):
     """Encoders (per variant) + fusion block (3 linear layers) + four heads."""
 
     def __init__(self, variant: str, n_points: int = 901, n_features: int = 126, emb_dim: int = 128,
-                 hidden: int = 256, dropout: float = 0.1, xrd_channels: tuple[int, ...] = (16, 32, 64, 64, 64)):
+                 hidden: int = 256, dropout: float = 0.1, xrd_channels: tuple[int, ...] = (16, 16, 32, 32, 64),
+                 xrd_transform: str = "sqrt"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.config: dict[str, Any] = dict(variant=variant, n_points=n_points, n_features=n_features, emb_dim=emb_dim,
-                                           hidden=hidden, dropout=dropout, xrd_channels=list(xrd_channels))
+                                           hidden=hidden, dropout=dropout, xrd_channels=list(xrd_channels),
+                                           xrd_transform=xrd_transform)
         self.variant = variant
-        self.xrd = XRDEncoder(n_points, emb_dim, tuple(xrd_channels), dropout=dropout) if variant != "composition" else None
+        self.xrd = XRDEncoder(n_points, emb_dim, tuple(xrd_channels), dropout=dropout,
+                                                     transform=xrd_transform) if variant != "composition" else None
         self.comp = CompositionEncoder(n_features, emb_dim, hidden, dropout) if variant != "xrd" else None
         d_in = emb_dim * (2 if variant == "fused" else 1)
         self.fusion = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout),

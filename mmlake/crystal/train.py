@@ -42,6 +42,7 @@ class CrystalArrays:
     crystal_system: np.ndarray  # (n,) int64
     energy_available: bool = True
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (material_id, why)
+    two_theta: np.ndarray | None = None  # the XRD grid (deg), for strain augmentation
 
     def subset(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
@@ -72,6 +73,7 @@ def assemble(structures: pl.DataFrame, xrd, comp, *, energy_available: bool = Tr
         energy=np.where(np.isfinite(e), e, np.nan).astype(np.float32),
         crystal_system=f["crystal_system_index"].to_numpy().astype(np.int64),
         energy_available=energy_available and bool(np.isfinite(e).any()), dropped=dropped,
+        two_theta=np.asarray(xrd.two_theta, dtype=np.float64),
     )
 
 
@@ -88,13 +90,15 @@ class TrainParams:
     emb_dim: int = 128
     hidden: int = 256
     dropout: float = 0.1
-    xrd_channels: tuple[int, ...] = (16, 32, 64, 64, 64)
+    xrd_channels: tuple[int, ...] = (16, 16, 32, 32, 64)
+    xrd_transform: str = "sqrt"
     w_lengths: float = 1.0
     w_angles: float = 1.0
     w_energy: float = 1.0
     w_crystal_system: float = 1.0
+    strain_augment: float = 0.0  # XRD variants: random isotropic strain |eps| <= this per sample (0 = off)
     seed: int = 0
-    num_threads: int | None = None
+    num_threads: int | None = 1  # CPU: 1 thread (OpenMP spin-waits crawl on busy shared cores); None = torch default
 
     def __post_init__(self):
         for k in ("epochs", "batch_size"):
@@ -161,6 +165,30 @@ def _task_loss(model: CrystalNet, out: dict, b: dict, p: TrainParams) -> torch.T
     return loss + p.w_crystal_system * F.cross_entropy(out["crystal_system"], b["crystal_system"])
 
 
+def strain_warp(x: torch.Tensor, scale: torch.Tensor, two_theta: torch.Tensor) -> torch.Tensor:
+    """Pattern of the same crystal with every length multiplied by `scale` (B,), by warping the grid.
+
+    Bragg: d -> s d  =>  sin(theta') = sin(theta) / s. The value at grid angle theta' is read from
+    the original pattern at theta = arcsin(s sin theta') (linear interpolation; 0 where s sin > 1 or
+    off the grid). Intensity factors (Lorentz-polarisation, form factors) are not re-weighted: for
+    |s - 1| of a few % the change is a few % of the intensities, while every peak moves exactly.
+    """
+    step = float(two_theta[1] - two_theta[0])
+    lo = float(two_theta[0])
+    half = torch.deg2rad(two_theta / 2.0)
+    src_sin = scale[:, None] * torch.sin(half)[None, :]
+    valid = src_sin <= 1.0
+    src = torch.rad2deg(2.0 * torch.asin(src_sin.clamp(max=1.0)))
+    pos = (src - lo) / step
+    i0 = pos.floor().long()
+    w = (pos - i0).to(x.dtype)
+    n = x.shape[1]
+    inside = valid & (i0 >= 0) & (i0 < n - 1)
+    i0c = i0.clamp(0, n - 2)
+    out = x.gather(1, i0c) * (1 - w) + x.gather(1, i0c + 1) * w
+    return torch.where(inside, out, torch.zeros_like(out))
+
+
 def _batch(arr_t: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v[idx] for k, v in arr_t.items()}
 
@@ -187,7 +215,8 @@ def train_model(arr: CrystalArrays, variant: str, params: TrainParams | dict | N
             torch.set_num_threads(p.num_threads)
         torch.manual_seed(p.seed)
         model = CrystalNet(variant, n_points=arr.xrd.shape[1], n_features=arr.comp.shape[1], emb_dim=p.emb_dim,
-                           hidden=p.hidden, dropout=p.dropout, xrd_channels=p.xrd_channels)
+                           hidden=p.hidden, dropout=p.dropout, xrd_channels=p.xrd_channels,
+                           xrd_transform=p.xrd_transform)
         _set_stats(model, arr, tr)
         model.to(dev)
         data = {"xrd": torch.as_tensor(arr.xrd), "comp": torch.as_tensor(arr.comp),
@@ -195,6 +224,9 @@ def train_model(arr: CrystalArrays, variant: str, params: TrainParams | dict | N
                 "energy": torch.as_tensor(arr.energy), "crystal_system": torch.as_tensor(arr.crystal_system)}
         data = {k: v.to(dev) for k, v in data.items()}
         use_x, use_c = variant != "composition", variant != "xrd"
+        if p.strain_augment > 0 and use_x and arr.two_theta is None:
+            raise ValueError("strain_augment needs the XRD grid (CrystalArrays.two_theta)")
+        grid_t = torch.as_tensor(arr.two_theta, dtype=torch.float32).to(dev) if arr.two_theta is not None else None
         gen = torch.Generator().manual_seed(p.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
         align = p.align_epochs if variant == "fused" else 0
@@ -215,6 +247,11 @@ def train_model(arr: CrystalArrays, variant: str, params: TrainParams | dict | N
                 if len(idx) < 2:  # batch norm / contrastive loss need pairs
                     continue
                 b = _batch(data, idx.to(dev))
+                if p.strain_augment > 0 and use_x and not aligning:
+                    sc = 1.0 + p.strain_augment * (2.0 * torch.rand(len(idx), generator=gen) - 1.0)
+                    sc = sc.to(dev)
+                    b["xrd"] = strain_warp(b["xrd"], sc, grid_t)
+                    b["lengths"] = b["lengths"] * sc[:, None]
                 out = model(b["xrd"] if use_x else None, b["comp"] if use_c else None)
                 clip = clip_loss(out["z_xrd"], out["z_comp"], p.temperature, p.clip_variant) if variant == "fused" else None
                 if aligning:
@@ -227,9 +264,9 @@ def train_model(arr: CrystalArrays, variant: str, params: TrainParams | dict | N
                 opt.step()
                 if not aligning:
                     sched.step()
-                sums["loss"] += float(loss)
-                sums["task"] += float(task)
-                sums["clip"] += float(clip) if clip is not None else 0.0
+                sums["loss"] += float(loss.detach())
+                sums["task"] += float(task.detach())
+                sums["clip"] += float(clip.detach()) if clip is not None else 0.0
                 nb += 1
             rec = {"epoch": epoch, "phase": 0.0 if aligning else 1.0, **{k: v / max(nb, 1) for k, v in sums.items()}}
             if not aligning and len(va):

@@ -12,15 +12,14 @@ from ._base import (
     as_modalities,
     check_random_state,
     check_weight_grid,
-    n_chips_of,
     pick_weight,
     relabel,
     resolve_weights,
 )
 
 THRESHOLD_STATISTICS = ("mode", "median", "mean")
-#: default edge budget of ``max_edges="auto"``: python-louvain (pure Python) runs ~10 us per edge here
-AUTO_MAX_EDGES = 500_000
+#: default edge budget of ``max_edges="auto"``: python-louvain is pure Python (~10-20 us per edge)
+AUTO_MAX_EDGES = 250_000
 _BLOCK_ELEMENTS = 1 << 22  # similarity rows are computed in blocks of ~4M float32 (16 MB)
 
 
@@ -122,18 +121,23 @@ class LouvainSegmenter(Segmenter):
     3. edges weighted by their similarity (``weighted=True``; edges with similarity <= 0 are then
        dropped, modularity needs non-negative weights) or all of weight 1 (``weighted=False``);
     4. ``community_louvain.best_partition(graph, resolution=resolution, random_state=random_state)``;
-       every chip is a node, so a chip without any edge becomes its own community.
+       every chip is a node, so a chip without any edge becomes its own community (the preprint's
+       "outliers or one-off clusters": with the mode threshold this happens to chips whose
+       similarities all fall below the mode; ``params_["n_singletons"]`` counts them).
 
     Sparsification (``max_edges``): the dense threshold graph of n chips has up to n(n-1)/2 edges
-    (50 M at 10,000 chips; about half survive the mode threshold) and python-louvain is pure Python
-    (~10 us per edge). When more than ``max_edges`` edges pass the threshold, the graph is replaced by
-    the union of each chip's ``k = max_edges // n_chips`` most similar chips, keeping only those above
-    the threshold (a kNN graph, at most ``max_edges`` edges). This changes the method: the
-    threshold graph connects each chip to *every* chip more similar than the global statistic, the
-    kNN graph only to its strongest neighbours, so large homogeneous regions can split into more
-    communities and the modularity values are not comparable with the dense graph's. ``"auto"``
-    uses a budget of 500,000 edges (sessions up to ~1,000 chips keep the exact preprint graph);
-    ``None`` never sparsifies (exact, slow and memory hungry for large n). ``params_["sparsified"]``,
+    (50 M pairs at 10,000 chips, of which 7 M pass the mode threshold for the benchmark's features)
+    and python-louvain is pure Python (~10-20 us per edge). When more than ``max_edges`` edges pass
+    the threshold, the graph is replaced by the union of each chip's ``k = max(1, max_edges //
+    n_chips)`` most similar chips, keeping only those above the threshold (a kNN graph with at most
+    ``max(max_edges, n_chips)`` edges). This changes the method: the threshold graph connects each
+    chip to *every* chip more similar than the global statistic, the kNN graph only to its strongest
+    neighbours, so large homogeneous regions can split into more communities and modularity values
+    are not comparable with the dense graph's. The threshold statistic itself is still computed over
+    all pairs. ``"auto"`` uses a budget of 250,000 edges: sessions up to 707 chips (a 24 x 24 grid)
+    always keep the exact preprint graph, larger ones whenever the threshold leaves at most 250,000
+    edges; at 10,000 chips k = 25. ``None`` never sparsifies (exact; slow and memory hungry for large
+    n). ``params_["sparsified"]``,
     ``["n_neighbors"]``, ``["n_edges_above_threshold"]`` and ``["n_edges"]`` record what happened.
 
     Memory: similarities are computed in row blocks; the off-diagonal similarities are kept once as
@@ -312,6 +316,7 @@ class LouvainSegmenter(Segmenter):
         used["modality_weights_used"] = weights
         used.update(info)
         used["modularity"] = q
+        used["n_singletons"] = int(np.count_nonzero(np.bincount(labels) == 1))
 
         self.threshold_ = info["threshold_value"]
         self.histogram_ = hist
