@@ -6,7 +6,6 @@ It lives beside the assets (not in the `mmlake` library) because `demo` and `ing
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -43,15 +42,9 @@ def cmd_sql(args) -> int:
     return 0
 
 
-def _quiet_dagster() -> None:
-    logging.getLogger("dagster").setLevel(logging.WARNING)
-    os.environ.setdefault("DAGSTER_LOG_LEVEL", "WARNING")
-
-
 def cmd_ingest(args) -> int:
     from assets.runner import ingest
 
-    _quiet_dagster()
     lake = Lake(args.lake).ensure()
     outcomes = ingest(args.paths, lake)
     failed = [o for o in outcomes if not o.ok]
@@ -63,7 +56,6 @@ def cmd_demo(args) -> int:
     from assets.runner import ingest
     from mmlake.synth import build_demo_campaign
 
-    _quiet_dagster()
     lake = Lake(args.lake).ensure()
     out = Path(args.out or lake.home / "demo_sessions")
     print(f"building the demo campaign (preprint Table II) in {out} ...")

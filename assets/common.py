@@ -30,6 +30,7 @@ def write_result(
     upstream_assets: list[str],
     tables: Mapping[str, pl.DataFrame],
     scope: Mapping[str, Any],
+    table_scopes: Mapping[str, Mapping[str, Any]] | None = None,
     session: str | None = None,
     device: str | None = None,
     weights: str | None = None,
@@ -42,7 +43,7 @@ def write_result(
         parameters=dict(parameters), upstream=upstream(lake, upstream_assets, pkey),
         run_id=context.run_id, device=device, weights=weights, session_id=session,
     )
-    out = lake.replace_partition(prov, tables, scope)
+    out = lake.replace_partition(prov, tables, scope, table_scopes=table_scopes)
     meta = {f"rows_{t}": MetadataValue.int(n) for t, n in out["rows"].items()}
     meta["materialization_id"] = MetadataValue.text(out["materialization_id"])
     meta["parameters"] = MetadataValue.json(dict(parameters))

@@ -6,25 +6,37 @@ import os
 
 from dagster import Definitions, define_asset_job
 
+from assets.features import eds_features, haadf_embeddings
 from assets.ingest import chips, raw_session
 from assets.partitions import session_partitions
+from resources.encoder import EncoderResource
 from resources.lake import LakeResource
+from resources.landing import LandingResource
+from assets.checks import build_asset_checks
+from assets.scaleout import build_dask_job
+from assets.schedules import JOBS as SCHEDULED_JOBS, SCHEDULES
+from assets.sensors import landing_sensor
 
-SESSION_ASSETS = [raw_session, chips]
+SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features]
 
 session_job = define_asset_job(
     "session_job", selection=SESSION_ASSETS, partitions_def=session_partitions,
     description="Everything for one STEM session partition, raw files to descriptors.",
 )
+session_job_dask = build_dask_job(SESSION_ASSETS)
 
 
 def all_resources(lake_home: str | os.PathLike | None = None) -> dict:
     """Resources for the code location; the lake folder defaults to $MMLAKE_HOME / ./.mmlake."""
-    return {"lake": LakeResource(home=str(lake_home or ""))}
+    return {"lake": LakeResource(home=str(lake_home or "")), "encoder": EncoderResource(),
+            "landing": LandingResource(lake_home=str(lake_home or ""))}
 
 
 defs = Definitions(
     assets=SESSION_ASSETS,
     resources=all_resources(),
-    jobs=[session_job],
+    jobs=[session_job, session_job_dask, *SCHEDULED_JOBS],
+    asset_checks=build_asset_checks(SESSION_ASSETS),
+    sensors=[landing_sensor],
+    schedules=SCHEDULES,
 )

@@ -75,8 +75,12 @@ def ingest(
     lake: Lake,
     instance: DagsterInstance | None = None,
     progress: Callable[[str], None] = print,
+    log_level: str = "INFO",
 ) -> list[IngestOutcome]:
-    """Register session folders and materialize every session asset for their partitions."""
+    """Register session folders and materialize every session asset for their partitions.
+
+    `log_level` INFO shows the assets' own progress lines; DEBUG adds every Dagster event.
+    """
     from assets.definitions import SESSION_ASSETS, all_resources
 
     instance = instance or dagster_instance()
@@ -92,7 +96,8 @@ def ingest(
     for (folder, m), key in zip(manifests, keys):
         progress(f"materializing {m.session_id} ({len(SESSION_ASSETS)} assets) ...")
         result = materialize(SESSION_ASSETS, partition_key=key, instance=instance, resources=resources,
-                             raise_on_error=False, tags={"mmlake/session": m.session_id})
+                             raise_on_error=False, tags={"mmlake/session": m.session_id},
+                             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
         msg = "ok" if result.success else step_error(result)
         outcomes.append(IngestOutcome(str(folder), m.session_id, result.success, msg))
         progress(f"{'done' if result.success else 'FAILED'} {m.session_id}: {msg}")

@@ -81,13 +81,16 @@ def check_support(support: dict[str, tuple[tuple[int, int], ...]], grid: ChipGri
 
 
 def majority_labels(label_map: np.ndarray, grid: ChipGrid) -> np.ndarray:
-    """Majority label of each chip of an integer label map (vectorised bincount per chip)."""
+    """Majority label of each chip of an integer label map; ties go to the smaller label.
+
+    Vectorised: one np.bincount over (chip, label) pairs of all pixels.
+    """
     tiles = grid.tiles(np.asarray(label_map)).reshape(grid.n_chips, -1).astype(np.int64)
-    offset = tiles.min()
-    tiles = tiles - offset
+    offset = int(tiles.min())
+    tiles -= offset
     n_labels = int(tiles.max()) + 1
-    counts = np.zeros((grid.n_chips, n_labels), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(grid.n_chips), tiles.shape[1]), tiles.ravel()), 1)
+    flat = (np.arange(grid.n_chips, dtype=np.int64)[:, None] * n_labels + tiles).reshape(-1)
+    counts = np.bincount(flat, minlength=grid.n_chips * n_labels).reshape(grid.n_chips, n_labels)
     return counts.argmax(axis=1) + offset
 
 

@@ -132,19 +132,40 @@ def untile(stack: np.ndarray, grid: ChipGrid) -> np.ndarray:
     return a.reshape(grid.n_rows, grid.n_cols, p, p).swapaxes(1, 2).reshape(grid.n_rows * p, grid.n_cols * p)
 
 
-def chip_crystallinity(grid: ChipGrid, haadf: np.ndarray, window_px: int = CRYSTALLINITY_WINDOW_PX) -> np.ndarray:
+def chip_crystallinity(
+    grid: ChipGrid,
+    haadf: np.ndarray,
+    window_px: int = CRYSTALLINITY_WINDOW_PX,
+    noise_factor: float = 2.5,
+    batch: int = 256,
+) -> np.ndarray:
     """Per chip: does its FFT window show a 2-D lattice? float32 (n_chips,) of 0/1.
 
-    The ``fft`` encoder's crystallinity feature (> 0 = lattice) on a ``max(window_px, chip_px)``
-    window centred on each chip. Compute once per session and pass it to
+    The ``fft`` chip encoder's criterion (:func:`mmlake.lattice.crystallinity_stack`: the strongest
+    peak at least 20 degrees away from the strongest one beats ``noise_factor`` times the noise
+    maximum) on a ``max(window_px, chip_px)`` window centred on each chip, image edges mirrored --
+    without importing the encoder package (and torch). Compute once per session and pass it to
     :func:`region_descriptors` for every segmentation.
     """
-    from mmlake.encoders.fft import FFTEncoder
+    from mmlake.lattice import crystallinity_stack
 
-    img = grid.crop(np.asarray(haadf, dtype=np.float32))
-    enc = FFTEncoder(window_px=window_px)
-    feats = enc.encode(grid.tiles(img), image=img)
-    return FFTEncoder.is_crystalline(feats).astype(np.float32)
+    img = grid.crop(np.asarray(haadf, dtype=np.float64))
+    p = grid.chip_px
+    w = max(int(window_px), p)
+    pad = w
+    mode = "reflect" if min(img.shape) > pad else "wrap"
+    padded = np.pad(img, pad, mode=mode)
+    rows, cols = grid.rows_cols()
+    top = rows * p + (p - w) // 2 + pad
+    left = cols * p + (p - w) // 2 + pad
+    ar = np.arange(w)
+    out = np.zeros(grid.n_chips, dtype=np.float32)
+    for s in range(0, grid.n_chips, batch):
+        t, l = top[s:s + batch], left[s:s + batch]
+        win = padded[(t[:, None] + ar)[:, :, None], (l[:, None] + ar)[:, None, :]]
+        st = crystallinity_stack(win, noise_factor=noise_factor)
+        out[s:s + batch] = (st["lattice2d"] - st["log_threshold"]) > 0
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +226,61 @@ def _d_spacing(mask2d, n_chips, grid, haadf, pixel_size_nm, min_square_px, min_s
     return peak.period_nm, peak.uncertainty_nm, None, strength, sq_px, r0, c0
 
 
+def _describe(lab, grid, haadf, eds_sums, pixel_size_nm, class_names, ids, chip_cryst,
+              min_square_px, min_square_chips, lattice_kwargs):
+    """Region rows without composition, the region ids and their summed spectra (or None)."""
+    session_id, method, modality = ids
+    regions = sorted(int(v) for v in np.unique(lab) if v >= 0)
+    chip_area = (grid.chip_px * float(pixel_size_nm)) ** 2
+    sums = None
+    if eds_sums is not None and regions:
+        onehot = (lab[None, :] == np.array(regions)[:, None]).astype(np.float64)
+        sums = onehot @ np.asarray(eds_sums, dtype=np.float64)  # (n_regions, C)
+    rows = []
+    for i, reg in enumerate(regions):
+        sel = lab == reg
+        n = int(sel.sum())
+        d, unc, note, strength, sq_px, r0, c0 = _d_spacing(
+            grid.chip_map(sel), n, grid, haadf, pixel_size_nm, min_square_px, min_square_chips, lattice_kwargs)
+        role = str(class_names[reg]) if class_names is not None and 0 <= reg < len(class_names) else None
+        rows.append({
+            "session_id": session_id, "method": method, "modality": modality, "region": reg,
+            "role": role, "role_source": "class_names" if role is not None else None, "role_reason": None,
+            "n_chips": n, "area_nm2": n * chip_area,
+            "eds_counts": float(sums[i].sum()) if sums is not None else None,
+            "d_spacing_nm": d, "d_spacing_unc_nm": unc, "d_spacing_note": note,
+            "lattice_strength": strength,
+            "crystallinity": float(np.mean(np.asarray(chip_cryst)[sel])) if chip_cryst is not None else None,
+            "square_px": sq_px, "square_row": r0, "square_col": c0,
+        })
+    return rows, regions, sums
+
+
+def _composition_rows(ids, regions, at, elements) -> list[dict]:
+    names = [*elements, EXTRANEOUS]
+    out = []
+    for i, reg in enumerate(regions):
+        for j, el in enumerate(names):
+            v = float(at[i, j])
+            out.append({"session_id": ids[0], "method": ids[1], "modality": ids[2], "region": reg,
+                        "element": el, "atomic_percent": v if np.isfinite(v) else None})
+    return out
+
+
+def _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, min_square_px, min_square_chips, chip_cryst):
+    if eds_sums is not None and energy is None:
+        raise ValueError("energy: give (offset_kev, scale_kev) of the EDS channels with eds_sums")
+    if not isinstance(min_square_px, (int, np.integer)) or min_square_px < 8:
+        raise ValueError(f"min_square_px must be an integer >= 8, got {min_square_px!r}")
+    if not isinstance(min_square_chips, (int, np.integer)) or min_square_chips < 1:
+        raise ValueError(f"min_square_chips must be an integer >= 1, got {min_square_chips!r}")
+    if haadf is not None and chip_cryst is None:
+        chip_cryst = chip_crystallinity(grid, haadf)
+    if chip_cryst is not None and np.asarray(chip_cryst).shape != (grid.n_chips,):
+        raise ValueError(f"chip_cryst must be (n_chips={grid.n_chips},), got {np.asarray(chip_cryst).shape}")
+    return chip_cryst
+
+
 def region_descriptors(
     labels: np.ndarray,
     grid: ChipGrid,
@@ -229,64 +305,31 @@ def region_descriptors(
 ) -> RegionFrames:
     """Descriptors of every region of one segmentation (see the module docstring).
 
-    ``labels`` (n_chips,) ints in chip_index order; ``haadf`` the (H, W) image the grid was cut
-    from (grid origin (0, 0)), or None; ``eds_sums`` (n_chips, C) counts, or None; ``energy`` =
-    ``(offset_kev, scale_kev)`` of the EDS channels; ``elements`` the session's declared elements,
+    ``labels`` (n_chips,) ints in chip_index order (< 0: unassigned); ``haadf`` the (H, W) image
+    the grid was cut from, or None; ``eds_sums`` (n_chips, C) counts, or None; ``energy`` =
+    ``(offset_kev, scale_kev)`` of the EDS channels; ``elements`` the session's declared elements;
     ``kfactors`` ``{line: k}`` (None: the default table). ``class_names[label]`` (few-shot, ground
-    truth) becomes the region's role; otherwise ``role`` is NULL until :func:`mmlake.roles.assign_roles`.
-    ``chip_cryst`` the per-chip crystallinity of :func:`chip_crystallinity` (computed here if None
-    and there is a HAADF image).
+    truth) becomes the region's role; otherwise ``role`` stays NULL until
+    :func:`mmlake.roles.assign_roles`. ``chip_cryst``: :func:`chip_crystallinity` of the session
+    (computed here when None and there is a HAADF image).
     """
     lab = _check_inputs(labels, grid, haadf, eds_sums, pixel_size_nm)
-    if eds_sums is not None and energy is None:
-        raise ValueError("energy: give (offset_kev, scale_kev) of the EDS channels with eds_sums")
-    if not isinstance(min_square_px, (int, np.integer)) or min_square_px < 8:
-        raise ValueError(f"min_square_px must be an integer >= 8, got {min_square_px!r}")
-    if not isinstance(min_square_chips, (int, np.integer)) or min_square_chips < 1:
-        raise ValueError(f"min_square_chips must be an integer >= 1, got {min_square_chips!r}")
-    if haadf is not None and chip_cryst is None:
-        chip_cryst = chip_crystallinity(grid, haadf)
-    if chip_cryst is not None and np.asarray(chip_cryst).shape != (grid.n_chips,):
-        raise ValueError(f"chip_cryst must be (n_chips={grid.n_chips},), got {np.asarray(chip_cryst).shape}")
-
-    regions = sorted(int(v) for v in np.unique(lab) if v >= 0)
-    chip_area = (grid.chip_px * float(pixel_size_nm)) ** 2
-    rows, comp_rows = [], []
-    region_sums = None
-    if eds_sums is not None and regions:
-        onehot = (lab[None, :] == np.array(regions)[:, None]).astype(np.float64)
-        region_sums = onehot @ np.asarray(eds_sums, dtype=np.float64)  # (n_regions, C)
-    for i, reg in enumerate(regions):
-        sel = lab == reg
-        n = int(sel.sum())
-        d, unc, note, strength, sq_px, r0, c0 = _d_spacing(
-            grid.chip_map(sel), n, grid, haadf, pixel_size_nm, min_square_px, min_square_chips, lattice_kwargs)
-        role = None
-        if class_names is not None and 0 <= reg < len(class_names):
-            role = str(class_names[reg])
-        rows.append({
-            "session_id": session_id, "method": method, "modality": modality, "region": reg,
-            "role": role, "role_source": "class_names" if role is not None else None, "role_reason": None,
-            "n_chips": n, "area_nm2": n * chip_area,
-            "eds_counts": float(region_sums[i].sum()) if region_sums is not None else None,
-            "d_spacing_nm": d, "d_spacing_unc_nm": unc, "d_spacing_note": note,
-            "lattice_strength": strength,
-            "crystallinity": float(np.mean(np.asarray(chip_cryst)[sel])) if chip_cryst is not None else None,
-            "square_px": sq_px, "square_row": r0, "square_col": c0,
-        })
-        if region_sums is not None:
-            comp = quantify_region(region_sums[i], energy, beam_kv, elements, kfactors,
-                                   energy_resolution_mnka_ev=energy_resolution_mnka_ev,
-                                   session_id=session_id, **dict(quant_kwargs or {}))
-            for el, v in comp.items():
-                comp_rows.append({"session_id": session_id, "method": method, "modality": modality,
-                                  "region": reg, "element": el,
-                                  "atomic_percent": None if not np.isfinite(v) else float(v)})
+    chip_cryst = _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, min_square_px,
+                                  min_square_chips, chip_cryst)
+    ids = (session_id, method, modality)
+    rows, regions, sums = _describe(lab, grid, haadf, eds_sums, pixel_size_nm, class_names, ids, chip_cryst,
+                                    min_square_px, min_square_chips, lattice_kwargs)
+    comp_rows = []
+    if sums is not None:
+        at = quantify_regions(sums, energy, beam_kv, elements, kfactors,
+                              energy_resolution_mnka_ev=energy_resolution_mnka_ev, session_id=session_id,
+                              **dict(quant_kwargs or {}))
+        comp_rows = _composition_rows(ids, regions, at, elements)
     return RegionFrames(pl.DataFrame(rows, schema=REGION_SCHEMA), pl.DataFrame(comp_rows, schema=COMPOSITION_SCHEMA))
 
 
-def quantify_region(
-    spectrum: np.ndarray,
+def quantify_regions(
+    spectra: np.ndarray,
     energy: tuple[float, float],
     beam_kv: float,
     elements: Sequence[str],
@@ -295,24 +338,68 @@ def quantify_region(
     energy_resolution_mnka_ev: float = 130.0,
     session_id: str | None = None,
     **kwargs,
-) -> dict[str, float]:
-    """At.% of one summed spectrum: the declared ``elements`` in their order, then ``Extraneous``
-    (every other quantified element). All NaN when the spectrum has no counts."""
-    from mmlake.eds import quantify_spectrum
+) -> np.ndarray:
+    """At.% of summed region spectra ``(n, C)`` -> ``(n, len(elements) + 1)``: the declared
+    ``elements`` in their order, then ``Extraneous`` (the sum of every other quantified element).
 
-    spec = np.asarray(spectrum, dtype=np.float64)
-    if not spec.sum() > 0:
-        return {**{e: float("nan") for e in elements}, EXTRANEOUS: float("nan")}
-    out = quantify_spectrum(spec, float(energy[0]), float(energy[1]), list(elements), lump_extraneous=True,
-                            beam_energy_kev=float(beam_kv), energy_resolution_mnka_ev=energy_resolution_mnka_ev,
-                            kfactors=kfactors, session=session_id, **kwargs)
-    ordered = {e: float(out.get(e, float("nan"))) for e in elements}
-    ordered[EXTRANEOUS] = float(out.get(EXTRANEOUS, 0.0))
-    return ordered
+    The same code path as :func:`mmlake.eds.quantify_spectrum` (``quantify_chips`` with a 1-D
+    navigation), all spectra in ONE exspy call: exspy's quantification costs ~2 s per call whatever
+    the number of spectra. The linear line fit then shares one set of weights (from the mean
+    spectrum) between the spectra, which leaves it unbiased (see tests). A spectrum without counts
+    or without a positive line gets NaN everywhere.
+    """
+    from mmlake.eds import quantify_chips
+
+    a = np.asarray(spectra, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"spectra must be (n, n_channels), got shape {a.shape}")
+    els = list(dict.fromkeys(elements))
+    out = np.full((a.shape[0], len(els) + 1), np.nan)
+    has = a.sum(axis=1) > 0
+    if not has.any():
+        return out
+    res = quantify_chips(a[has], float(energy[0]), float(energy[1]), els, grid=None,
+                         beam_energy_kev=float(beam_kv), energy_resolution_mnka_ev=energy_resolution_mnka_ev,
+                         kfactors=kfactors, session=session_id, **kwargs)
+    at = res.atomic_percent.astype(np.float64)
+    declared = set(els)
+    sub = np.full((int(has.sum()), len(els) + 1), np.nan)
+    for j, el in enumerate(els):
+        sub[:, j] = at[:, res.elements.index(el)]
+    rest = [i for i, el in enumerate(res.elements) if el not in declared]
+    sub[:, -1] = at[:, rest].sum(axis=1) if rest else 0.0
+    sub[np.isnan(at).all(axis=1)] = np.nan
+    out[has] = sub
+    return out
+
+
+def quantify_region(spectrum: np.ndarray, energy, beam_kv, elements, kfactors, **kwargs) -> dict[str, float]:
+    """:func:`quantify_regions` of ONE summed spectrum as ``{element: at.%, ..., "Extraneous": ..}``."""
+    row = quantify_regions(np.asarray(spectrum)[None, :], energy, beam_kv, elements, kfactors, **kwargs)[0]
+    return {el: float(v) for el, v in zip([*dict.fromkeys(elements), EXTRANEOUS], row)}
 
 
 # ---------------------------------------------------------------------------------------------
 # a whole session
+
+
+def labels_by_segmentation(labels: pl.DataFrame, n_chips: int) -> dict[tuple[str, str], np.ndarray]:
+    """``segment_labels`` rows (method, modality, chip_index, label) -> ``{(method, modality):
+    labels (n_chips,)}``; chips without a row get -1 (unassigned)."""
+    need = {"method", "modality", "chip_index", "label"}
+    if not need <= set(labels.columns):
+        raise ValueError(f"labels frame needs columns {sorted(need)}, got {labels.columns}")
+    segs: dict[tuple[str, str], np.ndarray] = {}
+    for (m, mod), part in labels.group_by(["method", "modality"], maintain_order=True):
+        arr = np.full(n_chips, -1, dtype=np.int64)
+        idx = part["chip_index"].to_numpy()
+        if idx.size and (idx.min() < 0 or idx.max() >= n_chips):
+            raise ValueError(f"labels of {m}/{mod}: chip_index outside 0..{n_chips - 1}")
+        arr[idx] = part["label"].fill_null(-1).to_numpy()
+        segs[(str(m), str(mod))] = arr
+    return segs
 
 
 def describe_session(
@@ -329,46 +416,58 @@ def describe_session(
     session_id: str,
     class_names: Mapping[str, Sequence[str]] | None = None,
     role_overrides: Mapping[str, str] | None = None,
+    role_rule=None,
     shift_elements: Sequence[str] = ("La", "Fe", "O"),
-    **kwargs,
+    chip_cryst: np.ndarray | None = None,
+    energy_resolution_mnka_ev: float = 130.0,
+    min_square_px: int = MIN_SQUARE_PX,
+    min_square_chips: int = MIN_SQUARE_CHIPS,
+    lattice_kwargs: Mapping[str, Any] | None = None,
+    quant_kwargs: Mapping[str, Any] | None = None,
 ) -> DescriptorTables:
     """Descriptors, roles and ordered-vs-disordered shifts of every segmentation of one session.
 
     ``labels``: the session's ``segment_labels`` rows (columns method, modality, chip_index, label)
-    or a dict ``{(method, modality): labels (n_chips,)}``. ``class_names``: ``{method: class names}``
-    for methods whose labels index named classes (few-shot: the support classes, in support order;
-    ``"truth"``: the manifest's truth_classes). ``role_overrides``: the manifest's ``roles:`` mapping
-    (see :mod:`mmlake.roles`). Other keyword arguments go to :func:`region_descriptors`.
+    or ``{(method, modality): labels (n_chips,)}``. ``class_names``: ``{method: class names}`` for
+    methods whose labels index named classes (few-shot: the support classes in support order;
+    ``"truth"``: the manifest's truth_classes). ``role_overrides``: the manifest's ``roles:``
+    mapping, ``role_rule`` a :class:`mmlake.roles.RoleRule` (see :mod:`mmlake.roles`). Per-chip
+    crystallinity is computed once, and every region spectrum of every segmentation is quantified in
+    one exspy call (identical chip sets once).
     """
     from mmlake.roles import assign_roles, composition_shift
 
-    if isinstance(labels, pl.DataFrame):
-        need = {"method", "modality", "chip_index", "label"}
-        if not need <= set(labels.columns):
-            raise ValueError(f"labels frame needs columns {sorted(need)}, got {labels.columns}")
-        segs: dict[tuple[str, str], np.ndarray] = {}
-        for (m, mod), part in labels.sort("chip_index").group_by(["method", "modality"], maintain_order=True):
-            arr = np.full(grid.n_chips, -1, dtype=np.int64)
-            idx = part["chip_index"].to_numpy()
-            if idx.min() < 0 or idx.max() >= grid.n_chips:
-                raise ValueError(f"labels of {m}/{mod}: chip_index outside 0..{grid.n_chips - 1}")
-            arr[idx] = part["label"].fill_null(-1).to_numpy()
-            segs[(str(m), str(mod))] = arr
-    else:
-        segs = {(str(k[0]), str(k[1])): np.asarray(v) for k, v in labels.items()}
-    chip_cryst = kwargs.pop("chip_cryst", None)
-    if haadf is not None and chip_cryst is None and segs:
-        chip_cryst = chip_crystallinity(grid, haadf)
-    reg_frames, comp_frames = [], []
+    segs = labels_by_segmentation(labels, grid.n_chips) if isinstance(labels, pl.DataFrame) else {
+        (str(k[0]), str(k[1])): _check_inputs(v, grid, None, None, pixel_size_nm) for k, v in labels.items()}
+    for v in segs.values():
+        _check_inputs(v, grid, haadf, eds_sums, pixel_size_nm)
+    chip_cryst = _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, min_square_px,
+                                  min_square_chips, chip_cryst if segs else np.zeros(grid.n_chips))
+    rows, parts = [], []
     for (m, mod), lab in sorted(segs.items()):
-        names = (class_names or {}).get(m)
-        rf = region_descriptors(lab, grid, haadf, eds_sums, energy, beam_kv, elements, kfactors, pixel_size_nm,
-                                names, session_id=session_id, method=m, modality=mod, chip_cryst=chip_cryst,
-                                **kwargs)
-        reg_frames.append(rf.regions)
-        comp_frames.append(rf.composition)
-    regions = pl.concat(reg_frames) if reg_frames else pl.DataFrame(schema=REGION_SCHEMA)
-    comp = pl.concat(comp_frames) if comp_frames else pl.DataFrame(schema=COMPOSITION_SCHEMA)
-    regions = assign_roles(regions, comp, overrides=role_overrides)
-    shift = composition_shift(regions, comp, elements=shift_elements)
-    return DescriptorTables(regions, comp, shift)
+        ids = (session_id, m, mod)
+        r, regions, sums = _describe(np.asarray(lab, dtype=np.int64), grid, haadf, eds_sums, pixel_size_nm,
+                                     (class_names or {}).get(m), ids, chip_cryst, min_square_px,
+                                     min_square_chips, lattice_kwargs)
+        rows += r
+        parts.append((ids, regions, sums))
+    comp_rows = []
+    stacks = [s for _, _, s in parts if s is not None and len(s)]
+    if stacks:
+        allsums = np.concatenate(stacks)
+        uniq, inverse = np.unique(allsums, axis=0, return_inverse=True)
+        at_u = quantify_regions(uniq, energy, beam_kv, elements, kfactors,
+                                energy_resolution_mnka_ev=energy_resolution_mnka_ev, session_id=session_id,
+                                **dict(quant_kwargs or {}))
+        at_all = at_u[np.asarray(inverse).reshape(-1)]
+        k = 0
+        for ids, regions, sums in parts:
+            if sums is None or not len(sums):
+                continue
+            comp_rows += _composition_rows(ids, regions, at_all[k:k + len(regions)], elements)
+            k += len(regions)
+    regions_df = pl.DataFrame(rows, schema=REGION_SCHEMA)
+    comp = pl.DataFrame(comp_rows, schema=COMPOSITION_SCHEMA)
+    regions_df = assign_roles(regions_df, comp, overrides=role_overrides, rule=role_rule)
+    shift = composition_shift(regions_df, comp, elements=shift_elements)
+    return DescriptorTables(regions_df, comp, shift)

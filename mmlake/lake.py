@@ -195,18 +195,18 @@ class Lake:
         tables: Mapping[str, pl.DataFrame],
         scope: Mapping[str, Any],
         software: Mapping[str, str] | None = None,
+        table_scopes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Atomically replace the rows of one partition in each table and record provenance.
 
         `scope` names the columns that identify the partition's rows (e.g. session_id, method); the
         old rows matching it are deleted and the new frames inserted, every row stamped with the new
-        materialization_id, all in one transaction.
+        materialization_id, all in one transaction. `table_scopes` overrides the scope of tables that
+        several assets share (e.g. feature_sets rows of one modality).
         """
         mid = uuid.uuid4().hex
         finished = dt.datetime.now(dt.timezone.utc)
         software = dict(software or software_versions())
-        where = " and ".join(f"{c} is not distinct from ?" for c in scope)
-        values = list(scope.values())
         with self.connect() as con:
             con.execute("begin transaction")
             try:
@@ -226,7 +226,9 @@ class Lake:
                     ],
                 )
                 for table, frame in tables.items():
-                    con.execute(f"delete from {table} where {where}", values)
+                    sc = (table_scopes or {}).get(table, scope)
+                    where = " and ".join(f"{c} is not distinct from ?" for c in sc)
+                    con.execute(f"delete from {table} where {where}", list(sc.values()))
                     if len(frame):
                         stamped = frame.with_columns(pl.lit(mid).alias("materialization_id"))
                         con.register("_incoming", stamped.to_arrow())

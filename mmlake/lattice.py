@@ -17,17 +17,20 @@ Method (one code path for a single image and for a stack of windows):
    ``kx = 0`` axis are thereby skipped; the other members of the lattice family still index.
 4. Is there a lattice? ``strength`` of the strongest peak vs ``noise_factor`` times the ratio the
    largest of N pure-noise bins would reach over the noise lower quartile (``ln N / ln(4/3)`` for
-   exponentially distributed power).
+   exponentially distributed power). ``noise_factor`` is 4 for :func:`find_lattice_peak` (whole
+   images or region squares: many bins, strong peaks) and 2.5 for :func:`crystallinity_stack`
+   (48 px chip windows; there the weaker of two non-collinear peaks is thresholded, see there).
 5. Which peak gives the period? For a cubic perovskite in [001] projection (A and B columns of
    different Z) the (110)-type peak is often *stronger* than (100), so "the strongest peak" would
-   report a/sqrt(2). Instead the reciprocal lattice basis is found: candidate peaks (local maxima
+   report a/sqrt(2). Instead the reciprocal lattice basis is found: candidate peaks are local maxima
    with at least ``family_rel`` of the strongest peak's power and above the noise maximum ``ln N /
-   ln(4/3)``; once the strongest peak has established the lattice, its relatives need no margin) are
-   tried shortest first as ``g1``; a second, non-collinear candidate ``g2`` is added; ``g1`` is
-   accepted when the strongest peak indexes as ``i g1 + j g2`` with small integers. All candidates
-   that index are then used in a least-squares refinement of ``(g1, g2)`` from sub-bin (parabolic)
-   peak positions. The period is ``1/|g1|``: the largest lattice-plane spacing, d = a for a cubic
-   [001] projection.
+   ln(4/3)`` (once the strongest peak has established the lattice, its relatives need no margin),
+   merged by non-maximum suppression (a peak smeared by scan jitter, or two nearly equal lattices,
+   counts once; at most 24 kept). They are tried shortest first as ``g1``, each with its shortest
+   non-collinear partner ``g2`` that indexes the strongest peak as ``i g1 + j g2`` (|i|, |j| <= 4,
+   i != 0, tolerance 1.5 bins + 1.5 %). All candidates that index are then used in a least-squares
+   refinement of ``(g1, g2)`` from sub-bin (parabolic) peak positions. The period is ``1/|g1|``: the
+   largest lattice-plane spacing, d = a for a cubic [001] projection.
 6. ``uncertainty_nm`` is width based: the Gaussian sigma of the ``g1`` peak (from the curvature of
    ``log P``) propagated to d (``sigma_d = d^2 sigma_k``). It is a resolution figure (it shrinks as
    the image grows), not a standard error.

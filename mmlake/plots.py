@@ -52,3 +52,35 @@ def chip_grid_thumbnail(haadf: np.ndarray | None, chip_counts: np.ndarray | None
         ax.set_title(f"{title}\n{name}", fontsize=8)
         ax.axis("off")
     return to_png(fig)
+
+
+def pca_map(vectors: np.ndarray, n_rows: int, n_cols: int, title: str) -> bytes:
+    """First three principal components of chip vectors shown as an RGB map over the chip grid."""
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    pcs = x @ vt[:3].T
+    if pcs.shape[1] < 3:
+        pcs = np.pad(pcs, ((0, 0), (0, 3 - pcs.shape[1])))
+    lo, hi = pcs.min(axis=0), pcs.max(axis=0)
+    rgb = ((pcs - lo) / np.where(hi > lo, hi - lo, 1)).reshape(n_rows, n_cols, 3)
+    fig, axes = _figure(1)
+    axes[0].imshow(rgb)
+    axes[0].set_title(f"{title}\nPCA 1-3 as RGB", fontsize=8)
+    axes[0].axis("off")
+    return to_png(fig)
+
+
+def element_maps(atomic_percent: np.ndarray, elements: list[str], n_rows: int, n_cols: int, title: str,
+                 most: int = 6) -> bytes:
+    """Per-chip atomic % maps of the elements with the highest mean."""
+    at = np.asarray(atomic_percent, dtype=np.float64)
+    order = np.argsort(-np.nan_to_num(np.nanmean(at, axis=0)))[:most]
+    fig, axes = _figure(len(order), size=2.2)
+    for ax, j in zip(axes, order):
+        im = ax.imshow(at[:, j].reshape(n_rows, n_cols), cmap="magma")
+        ax.set_title(f"{elements[j]} at.%", fontsize=8)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=8)
+    return to_png(fig)

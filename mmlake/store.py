@@ -85,6 +85,7 @@ def session_frames(lake: Lake, session: Session, folder: Path) -> tuple[dict[str
         "pixel_size_nm": session.pixel_size_nm,
         "energy_offset_kev": session.energy.offset_kev if session.energy else None,
         "energy_scale_kev": session.energy.scale_kev if session.energy else None,
+        "eds_resolution_mnka_ev": eds_resolution_ev(session.eds) if session.eds is not None else None,
         "elements": list(m.elements), "chip_px": m.chip_px,
         "has_haadf": session.haadf is not None, "has_eds": session.eds is not None,
         "eds_binning": session.eds_binning, "manifest": json.dumps(m.raw, default=str),
@@ -97,6 +98,12 @@ def session_frames(lake: Lake, session: Session, folder: Path) -> tuple[dict[str
         "session_files": pl.DataFrame(file_rows),
     }
     return frames, extras
+
+
+def eds_resolution_ev(eds) -> float:
+    """Detector FWHM at Mn Ka from the file's metadata; exspy's default (130 eV) when absent."""
+    value = eds.metadata.get_item("Acquisition_instrument.TEM.Detector.EDS.energy_resolution_MnKa", None)
+    return float(value) if value else 130.0
 
 
 def open_stored_session(lake: Lake, session_id: str) -> Session:

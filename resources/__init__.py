@@ -1,5 +1,6 @@
 """Dagster resources: the lake, the encoder device, the landing zone."""
 
+from resources.encoder import EncoderResource
 from resources.lake import LakeResource
 
-__all__ = ["LakeResource"]
+__all__ = ["EncoderResource", "LakeResource"]

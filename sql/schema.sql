@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     pixel_size_nm      DOUBLE,
     energy_offset_kev  DOUBLE,
     energy_scale_kev   DOUBLE,
+    eds_resolution_mnka_ev DOUBLE,         -- detector FWHM at Mn Ka (file metadata, else 130 eV)
     elements           VARCHAR[],
     chip_px            INTEGER,            -- from the manifest; NULL = derive from the lattice
     has_haadf          BOOLEAN,
@@ -95,10 +96,48 @@ CREATE TABLE IF NOT EXISTS chips (
     materialization_id VARCHAR NOT NULL
 );
 
--- ============================================================ features (issue 3)
+-- ============================================================ features
+-- (features) What feature sets a session has, one row per set; status 'absent' when the session
+-- lacks the modality, 'skipped' with the reason when an encoder could not run (e.g. no weights).
+CREATE TABLE IF NOT EXISTS feature_sets (
+    session_id         VARCHAR NOT NULL,
+    feature_set        VARCHAR NOT NULL,   -- vgg16, fft, eds_cl
+    modality           VARCHAR NOT NULL,   -- haadf, eds
+    status             VARCHAR NOT NULL,   -- ok, absent, skipped
+    reason             VARCHAR,
+    dim                INTEGER,
+    n_chips            INTEGER,
+    encoder_version    VARCHAR,
+    weights            VARCHAR,
+    device             VARCHAR,
+    chips_per_s        DOUBLE,
+    feature_names      VARCHAR[],
+    object_sha         VARCHAR,            -- eds_cl: cropped chip spectra (.npy) used for quantification
+    details            JSON,
+    materialization_id VARCHAR NOT NULL
+);
 
--- ============================================================ segmentation (issue 4)
+CREATE TABLE IF NOT EXISTS haadf_embeddings (
+    session_id         VARCHAR NOT NULL,
+    encoder            VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,
+    vector             FLOAT[] NOT NULL,
+    materialization_id VARCHAR NOT NULL
+);
 
--- ============================================================ descriptors (issue 5)
+CREATE TABLE IF NOT EXISTS eds_composition (
+    session_id         VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,
+    element            VARCHAR NOT NULL,
+    line               VARCHAR NOT NULL,
+    atomic_percent     DOUBLE,             -- NULL where the chip has no counts
+    intensity          DOUBLE,             -- background-subtracted line counts
+    materialization_id VARCHAR NOT NULL
+);
 
--- ============================================================ crystal (issue 7)
+
+-- ============================================================ segmentation
+
+-- ============================================================ descriptors
+
+-- ============================================================ crystal

@@ -103,6 +103,18 @@ def test_vgg16_imagenet_unavailable_says_how_to_provide(tmp_path, monkeypatch):
     assert not (tmp_path / "torch_home").exists()  # nothing was downloaded
 
 
+def test_vgg16_imagenet_loaded_from_torch_home_cache(tmp_path, monkeypatch, chips, vgg_random):
+    # a stand-in checkpoint where torchvision's loader keeps the real one: loaded, never downloaded
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    ckpt = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in vgg_random._features.state_dict().items()}, ckpt)
+    enc = get_encoder("vgg16", weights="imagenet")
+    assert enc.weights_id == state_dict_sha256(vgg_random._features.state_dict())
+    assert enc.config["weights"] == "imagenet"
+    np.testing.assert_array_equal(enc.encode(chips), vgg_random.encode(chips))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_cuda_requested_without_cuda(chips, vgg_random):
     with pytest.raises(ValueError, match="CUDA is not available"):

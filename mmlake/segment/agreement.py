@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from mmlake.chips import ChipGrid, majority_labels
+
 
 def _labels(x, arg: str) -> np.ndarray:
     a = np.asarray(x)
@@ -78,15 +80,4 @@ def chip_truth(label_map, chip_px: int, n_rows: int, n_cols: int) -> np.ndarray:
         )
     if m.size and m.min() < 0:
         raise ValueError(f"label_map: class ids must be >= 0, found {int(m.min())}")
-    tiles = (
-        m[: n_rows * chip_px, : n_cols * chip_px]
-        .reshape(n_rows, chip_px, n_cols, chip_px)
-        .transpose(0, 2, 1, 3)
-        .reshape(n_rows * n_cols, chip_px * chip_px)
-        .astype(np.int64)
-    )
-    n_cls = int(tiles.max()) + 1
-    n_chips = n_rows * n_cols
-    flat = (np.arange(n_chips, dtype=np.int64)[:, None] * n_cls + tiles).reshape(-1)
-    counts = np.bincount(flat, minlength=n_chips * n_cls).reshape(n_chips, n_cls)
-    return counts.argmax(axis=1).astype(np.int64)
+    return majority_labels(m, ChipGrid(chip_px, n_rows, n_cols)).astype(np.int64)

@@ -1,0 +1,61 @@
+"""Scale-out: the same session assets, executed step by step on a Dask cluster (`dagster-dask`).
+
+`session_job_dask` selects exactly the assets of `session_job` (SESSION_ASSETS, with their checks) and
+swaps only the executor: every step is submitted as a Dask task that reconstructs the job from this
+code location (`assets.definitions`) in a Dask worker process and writes to the same lake and the same
+Dagster instance. Nothing in the asset code changes.
+
+Where the cluster comes from (run config `execution.config.cluster`):
+
+- default: `existing.address` from the environment variable MMLAKE_DASK_SCHEDULER
+  (e.g. `tcp://10.0.0.5:8786`, a `dask scheduler` you started, or a dask-jobqueue / dask-kubernetes
+  cluster's scheduler address);
+- `dask_run_config(address, lake_home)` builds the same config in Python (the tests use a
+  `LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)`,
+  standing in for a real cluster).
+
+Requirements on the workers: this project installed (same versions: `pip install -e .`), the lake
+folder (MMLAKE_HOME or the `lake` resource's `home`) and DAGSTER_HOME storage on a shared filesystem
+reachable at the same paths, and one thread per worker (Dagster steps are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import define_asset_job
+from dagster_dask import dask_executor
+
+from assets.partitions import session_partitions
+
+DASK_JOB_NAME = "session_job_dask"
+SCHEDULER_ENV = "MMLAKE_DASK_SCHEDULER"
+
+
+def dask_run_config(address: str | None = None, lake_home: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run config for `session_job_dask`: the scheduler address (default: $MMLAKE_DASK_SCHEDULER),
+    and optionally the lake folder (sent to the workers with the run config)."""
+    cluster = {"existing": {"address": address if address else {"env": SCHEDULER_ENV}}}
+    cfg: dict[str, Any] = {"execution": {"config": {"cluster": cluster}}}
+    if lake_home is not None:
+        cfg["resources"] = {"lake": {"config": {"home": str(lake_home)}}}
+    return cfg
+
+
+def build_dask_job(selection):
+    """The session assets under the Dask executor (same selection as `session_job`)."""
+    return define_asset_job(
+        DASK_JOB_NAME, selection=selection, partitions_def=session_partitions,
+        executor_def=dask_executor, config=dask_run_config(),
+        description="session_job on a Dask cluster: every step is a Dask task (dagster-dask). "
+                    f"Scheduler address from ${SCHEDULER_ENV}; see docs/operations.md.",
+        tags={"mmlake/executor": "dask"},
+    )
+
+
+def dask_job_def():
+    """Reconstructable target for `dagster.reconstructable` (Dask workers import the job from here)."""
+    from assets.definitions import defs
+
+    return defs.get_job_def(DASK_JOB_NAME)

@@ -1,0 +1,320 @@
+"""The landing-zone sensor: new session folders in, one `session_job` run per session out.
+
+Each tick (every `MMLAKE_SENSOR_INTERVAL_S` seconds, default 30):
+
+1. Fingerprint every candidate folder in the landing zone (relative path, size and mtime of every
+   file in it). A folder is looked at only when its fingerprint is unchanged since the previous tick,
+   so a folder still being copied (or an rsync temp file being renamed) is left alone. Hidden names
+   (`.foo`, `.foo.tmp-1234`) and names ending in .tmp/.part/.partial are never candidates: copy into
+   a temporary name and rename, or write session.yaml last.
+2. A stable folder is complete when its session.yaml and every file it names are present. A stable
+   folder that stays incomplete for `MMLAKE_INCOMPLETE_TIMEOUT_S` (default 1 h) is rejected.
+3. A complete folder is validated: `load_manifest` (fields, element symbols, paths) and the data files'
+   headers opened through RosettaSciIO (lazy: headers and the HAADF image, never the EDS cube).
+   A SessionError moves it to `rejected/` with a REJECTED.txt giving the message; nothing else changes.
+4. A valid folder is copied (hashing while copying) to `<lake home>/staged/<session_id>/<sha>`, where
+   sha = sha256 over the manifest's sha256 and every named file's sha256, and that stable copy is
+   registered (`mmlake.store.register_source`). `raw_session` reads the staged copy, so the landing
+   folder is moved to `processed/` right away and nothing there has to stay put.
+5. The tick returns the `sample`/`dose` dynamic partition keys to add and one RunRequest for the
+   session's partition with run_key `<session_id>:<sha[:16]>`.
+
+The cursor (JSON) holds the fingerprints of the previous tick, the folders already handled and the
+run keys already requested. Should the cursor be lost (sensor reset) or the daemon die between a
+registration and the run submission, the next tick finds registered staged sessions that
+`raw_session` has not yet read and requests them again; Dagster drops a RunRequest whose run_key this
+sensor already used, so a session never runs twice for the same content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster import (
+    DefaultSensorStatus,
+    MultiPartitionKey,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from assets.partitions import dose_partitions, sample_partitions
+from mmlake.errors import SessionError
+from mmlake.lake import Lake
+from mmlake.manifest import MANIFEST_NAME, load_manifest
+from mmlake.store import register_source
+from resources.lake import LakeResource
+from resources.landing import RESERVED, LandingResource
+
+SESSION_JOB = "session_job"
+SENSOR_INTERVAL_S = int(os.environ.get("MMLAKE_SENSOR_INTERVAL_S", "30"))
+INCOMPLETE_TIMEOUT_S = float(os.environ.get("MMLAKE_INCOMPLETE_TIMEOUT_S", "3600"))
+TICK_BUDGET_S = float(os.environ.get("MMLAKE_SENSOR_BUDGET_S", "30"))  # staging work per tick
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+FILE_ROLES = ("haadf", "eds", "data", "truth")
+REJECT_NOTE = "REJECTED.txt"
+
+
+# ------------------------------------------------------------------ folder inspection
+def candidates(root: Path) -> list[Path]:
+    """Session folders waiting in the landing zone (not processed/, rejected/, hidden or temporary)."""
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() or p.is_symlink() or p.name in RESERVED or p.name.startswith("."):
+            continue
+        if p.name.lower().endswith(TEMP_SUFFIXES):
+            continue
+        out.append(p)
+    return out
+
+
+def fingerprint(folder: Path) -> tuple[str, set[str]]:
+    """Hash of (relative path, size, mtime_ns) of every file under `folder`, and the relative paths."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # vanished mid-walk: changing, so not stable
+                entries.append((str(path), -1, -1))
+                continue
+            entries.append((path.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
+    digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
+    return digest, {e[0] for e in entries}
+
+
+def missing_files(folder: Path, present: set[str]) -> list[str] | None:
+    """Files session.yaml names that are not there yet; None if the manifest cannot be read as YAML
+    (validation will say why). [MANIFEST_NAME] when there is no manifest yet."""
+    if MANIFEST_NAME not in present:
+        return [MANIFEST_NAME]
+    try:
+        raw = yaml.safe_load((folder / MANIFEST_NAME).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    named = [raw[k] for k in FILE_ROLES if isinstance(raw.get(k), str)]
+    return [n for n in named if not (folder / n).is_file()]
+
+
+def validate(folder: Path):
+    """The manifest, after checking it and opening the files' headers (raises SessionError)."""
+    from mmlake.session import open_session
+
+    manifest = load_manifest(folder)
+    try:
+        open_session(folder)
+    except SessionError:
+        raise
+    except Exception as exc:  # a reader failing on a corrupt file: still this session's problem
+        raise SessionError(manifest.session_id, f"cannot open the session files: {type(exc).__name__}: "
+                                                f"{exc}") from exc
+    return manifest
+
+
+def unique_dest(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name.<UTC time> when that exists already."""
+    dest = parent / name
+    if dest.exists():
+        dest = parent / f"{name}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}"
+    return dest
+
+
+def reject(folder: Path, rejected_dir: Path, reason: str) -> Path:
+    """Move a session folder to rejected/ with a REJECTED.txt saying why; returns the new path."""
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    dest = unique_dest(rejected_dir, folder.name)
+    shutil.move(str(folder), str(dest))
+    (dest / REJECT_NOTE).write_text(
+        f"Rejected by the mmlake landing sensor at {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n"
+        f"Folder: {folder}\n\nReason:\n{reason}\n\n"
+        "Fix the problem, delete this file, and move the folder back into the landing folder to retry.\n"
+    )
+    return dest
+
+
+def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str]:
+    """Copy the session's manifest and named files to staged/<session_id>/<content sha>.
+
+    Files are hashed while they are copied (one read). An identical copy already staged is reused.
+    """
+    sid_dir = staged_root / manifest.session_id
+    sid_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sid_dir / f".incoming-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        shas = {}
+        for rel in [MANIFEST_NAME, *manifest.files().values()]:
+            src, dst = folder / rel, tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            h = hashlib.sha256()
+            with open(src, "rb") as fi, open(dst, "wb") as fo:
+                while chunk := fi.read(1 << 22):
+                    h.update(chunk)
+                    fo.write(chunk)
+            shutil.copystat(src, dst)
+            shas[rel] = h.hexdigest()
+        content = hashlib.sha256(json.dumps(sorted(shas.items())).encode()).hexdigest()
+        final = sid_dir / content
+        if final.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final, content
+
+
+def prune_staged(sid_dir: Path, keep: Path) -> None:
+    """Drop older staged versions of a session once a newer one is registered."""
+    for p in sid_dir.iterdir():
+        if p != keep and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def run_key(session_id: str, content_sha: str) -> str:
+    return f"{session_id}:{content_sha[:16]}"
+
+
+def _load_cursor(text: str | None) -> dict[str, Any]:
+    try:
+        cur = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        cur = {}
+    return {"pending": cur.get("pending", {}), "handled": cur.get("handled", {}),
+            "requested": cur.get("requested", [])}
+
+
+def _requests_for(sessions: list[tuple[str, str, str, str]], instance) -> tuple[list, list]:
+    """RunRequests and dynamic-partition add requests for (session_id, sample, dose_key, sha) rows."""
+    samples = sorted({s for _, s, _, _ in sessions if not instance.has_dynamic_partition("sample", s)})
+    doses = sorted({d for _, _, d, _ in sessions if not instance.has_dynamic_partition("dose", d)})
+    adds = []
+    if samples:
+        adds.append(sample_partitions.build_add_request(samples))
+    if doses:
+        adds.append(dose_partitions.build_add_request(doses))
+    runs = [
+        RunRequest(run_key=run_key(sid, sha), job_name=SESSION_JOB,
+                   partition_key=MultiPartitionKey({"sample": sample, "dose": dose}),
+                   tags={"mmlake/session": sid, "mmlake/content_sha": sha[:16], "mmlake/source": "landing"})
+        for sid, sample, dose, sha in sessions
+    ]
+    return runs, adds
+
+
+# ------------------------------------------------------------------ the sensor
+def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: LandingResource) -> SensorResult:
+    """One tick of the landing sensor (the sensor function without Dagster's decorator)."""
+    cur = _load_cursor(context.cursor)
+    root = landing.ensure()
+    staged_root = lake.home / "staged"
+    now, t0 = time.time(), time.monotonic()
+    new_pending, new_handled = {}, {}
+    accepted: list[tuple[str, str, str, str]] = []
+    notes: list[str] = []
+    for folder in candidates(root):
+        name = folder.name
+        fp, present = fingerprint(folder)
+        if cur["handled"].get(name) == fp:  # handled but could not be moved away (read-only share)
+            new_handled[name] = fp
+            continue
+        prev = cur["pending"].get(name)
+        if prev is None or prev["fp"] != fp:
+            new_pending[name] = {"fp": fp, "since": now}
+            notes.append(f"{name}: waiting for it to stay unchanged")
+            continue
+        if time.monotonic() - t0 > TICK_BUDGET_S:  # staging budget spent: next tick
+            new_pending[name] = prev
+            continue
+        missing = missing_files(folder, present)
+        if missing:
+            if now - prev["since"] < INCOMPLETE_TIMEOUT_S:
+                new_pending[name] = prev
+                notes.append(f"{name}: incomplete, waiting for {', '.join(missing)}")
+                continue
+            reason = (f"session {name}: incomplete for {INCOMPLETE_TIMEOUT_S:.0f} s: "
+                      f"{', '.join(missing)} never arrived")
+            dest = reject(folder, landing.rejected(), reason)
+            context.log.warning(f"rejected {name} -> {dest}: {reason}")
+            continue
+        try:
+            manifest = validate(folder)
+        except SessionError as exc:
+            dest = reject(folder, landing.rejected(), str(exc))
+            context.log.warning(f"rejected {name} -> {dest}: {exc}")
+            continue
+        staged, sha = stage(folder, manifest, staged_root)
+        register_source(lake, staged)
+        prune_staged(staged.parent, staged)
+        accepted.append((manifest.session_id, manifest.sample, manifest.dose_key, sha))
+        try:
+            dest = unique_dest(landing.processed(), name)
+            shutil.move(str(folder), str(dest))
+            context.log.info(f"accepted {manifest.session_id} ({name}), staged at {staged}, moved to {dest}")
+        except OSError as exc:  # cannot move it: remember it so it is not staged again
+            new_handled[name] = fp
+            context.log.warning(f"accepted {manifest.session_id} but could not move {folder}: {exc}")
+
+    # Registered staged sessions that raw_session has not read yet: requested now, or re-requested
+    # after a lost cursor / a crash between registration and run submission (run_key dedups).
+    requested = set(cur["requested"])
+    todo = {run_key(sid, sha): (sid, sample, dose, sha) for sid, sample, dose, sha in accepted}
+    open_rows = _unread_staged(lake, staged_root)
+    open_keys = {run_key(r[0], r[3]) for r in open_rows}
+    for row in open_rows:
+        key = run_key(row[0], row[3])
+        if key not in requested:
+            todo.setdefault(key, row)
+    runs, adds = _requests_for(list(todo.values()), context.instance)
+    still_open = sorted((requested & open_keys) | set(todo))
+    cursor = json.dumps({"pending": new_pending, "handled": new_handled, "requested": still_open},
+                        sort_keys=True)
+    if runs:
+        return SensorResult(run_requests=runs, dynamic_partitions_requests=adds, cursor=cursor)
+    return SensorResult(skip_reason="; ".join(notes) or "no new sessions in the landing zone",
+                        dynamic_partitions_requests=adds, cursor=cursor)
+
+
+def _unread_staged(lake: Lake, staged_root: Path) -> list[tuple[str, str, str, str]]:
+    """(session_id, sample, dose_key, content sha) of sessions registered from a staged copy that
+    raw_session has not yet materialized from that copy."""
+    if not staged_root.is_dir() or not lake.db_path.exists():
+        return []
+    rows = lake.query(
+        "select s.session_id, s.sample, s.dose_key, s.folder from session_sources s "
+        "where starts_with(s.folder, ?) and not exists (select 1 from sessions x where "
+        "x.session_id = s.session_id and x.source_folder = s.folder) order by s.registered_at",
+        [str(staged_root) + os.sep],
+    ).rows()
+    return [(sid, sample, dose, Path(folder).name) for sid, sample, dose, folder in rows]
+
+
+@sensor(
+    name="landing_sensor",
+    job_name=SESSION_JOB,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches the landing folder ($MMLAKE_LANDING, default <lake>/landing) for complete, "
+                "unchanged session folders; validates, stages and registers each, adds its sample/dose "
+                "partition keys and requests its session_job run. Bad sessions go to rejected/ with "
+                "REJECTED.txt.",
+)
+def landing_sensor(context: SensorEvaluationContext, lake: LakeResource, landing: LandingResource):
+    return evaluate_landing(context, lake.lake(), landing)

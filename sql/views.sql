@@ -1,0 +1,148 @@
+-- mmlake cross-campaign views. Applied by Lake.ensure() / apply_views after sql/schema.sql; every
+-- statement is idempotent (CREATE ... IF NOT EXISTS / CREATE OR REPLACE VIEW). Views join, never
+-- invent: a session or method without output simply has no rows here, and every view works on an
+-- empty lake.
+
+-- ------------------------------------------------------------ tables the views read
+-- DuckDB binds a view's tables when the view is created, so the descriptor tables must exist first.
+-- Until sql/descriptors_schema.sql is merged into sql/schema.sql, the same statements stand here; once
+-- merged they are no-ops (schema.sql always runs before this file) and this block can be deleted.
+CREATE TABLE IF NOT EXISTS regions (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,   -- louvain, ward, fewshot, truth, ...
+    modality           VARCHAR NOT NULL,   -- haadf, eds, ensemble
+    region             INTEGER NOT NULL,   -- the label
+    role               VARCHAR,            -- substrate, film_ordered, film_disordered, cap, film, unknown
+    role_source        VARCHAR,            -- class_names (few-shot/truth), rule (clustering), manifest (roles:)
+    role_reason        VARCHAR,            -- the numbers that decided the role
+    n_chips            INTEGER NOT NULL,
+    area_nm2           DOUBLE,             -- n_chips * (chip_px * pixel_size_nm)^2
+    eds_counts         DOUBLE,             -- counts of the region's summed spectrum; NULL without EDS
+    d_spacing_nm       DOUBLE,             -- lattice period of the FFT of the largest square inside the region
+    d_spacing_unc_nm   DOUBLE,             -- width-based (resolution) uncertainty of it
+    d_spacing_note     VARCHAR,            -- why d_spacing_nm is NULL (amorphous, single chip, square too small, no HAADF)
+    lattice_strength   DOUBLE,             -- ln(peak/background ratio / lattice threshold) of the square; > 0 = lattice
+    crystallinity      DOUBLE,             -- fraction of the region's chips whose FFT window shows a 2-D lattice
+    square_px          INTEGER,            -- side of the largest square inside the region, px
+    square_row         INTEGER,            -- its top-left chip (row, col)
+    square_col         INTEGER,
+    materialization_id VARCHAR NOT NULL
+);
+
+-- Cliff-Lorimer at.% of each region's SUMMED spectrum (exspy); one row per declared element plus
+-- 'Extraneous' (every other quantified element), adding up to 100. NULL where the summed spectrum has
+-- no counts. No rows for sessions without EDS.
+CREATE TABLE IF NOT EXISTS region_composition (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    modality           VARCHAR NOT NULL,
+    region             INTEGER NOT NULL,
+    element            VARCHAR NOT NULL,
+    atomic_percent     DOUBLE,
+    materialization_id VARCHAR NOT NULL
+);
+
+-- The preprint's comparison (II.B, Figs. 4-5): chip-weighted composition of all film_disordered vs all
+-- film_ordered regions of one segmentation, percent_diff = 100 * (disordered - ordered) / ordered.
+-- Rows only where a segmentation has both roles. The view `composition_shift` adds campaign/sample/dose.
+CREATE TABLE IF NOT EXISTS ordered_disordered_shift (
+    session_id           VARCHAR NOT NULL,
+    method               VARCHAR NOT NULL,
+    modality             VARCHAR NOT NULL,
+    element              VARCHAR NOT NULL,
+    ordered_at_pct       DOUBLE,
+    disordered_at_pct    DOUBLE,
+    percent_diff         DOUBLE,
+    ordered_n_chips      INTEGER,
+    disordered_n_chips   INTEGER,
+    ordered_n_regions    INTEGER,
+    disordered_n_regions INTEGER,
+    materialization_id   VARCHAR NOT NULL
+);
+
+-- ------------------------------------------------------------ descriptors
+-- One row per session x method x modality x region x element, with campaign, sample and dose from
+-- `sessions` and the region's physical descriptors. Regions of sessions without EDS appear once with
+-- element/atomic_percent NULL (their d-spacing is still a descriptor).
+CREATE OR REPLACE VIEW descriptors AS
+SELECT
+    s.campaign, s.sample, s.dose_dpa, s.dose_key,
+    r.session_id, r.method, r.modality, r.region, r.role, r.role_source,
+    r.n_chips, r.area_nm2, r.crystallinity,
+    r.d_spacing_nm, r.d_spacing_unc_nm, r.d_spacing_note, r.square_px,
+    c.element, c.atomic_percent,
+    r.materialization_id
+FROM regions AS r
+JOIN sessions AS s USING (session_id)
+LEFT JOIN region_composition AS c
+    ON  c.session_id = r.session_id AND c.method = r.method AND c.modality = r.modality
+    AND c.region = r.region AND c.materialization_id = r.materialization_id;
+
+-- ------------------------------------------------------------ composition_shift
+-- Ordered vs disordered film, per session x method x modality x element: chip-weighted at.% of each
+-- role and percent_diff = 100 * (disordered - ordered) / ordered (an intra-sample, normalised figure,
+-- so it compares across samples, doses and campaigns, as the preprint argues in II.B).
+-- change_vs_lowest_dose: percent_diff minus that of the same campaign/sample/method/modality/element
+-- at its lowest dose in the lake (NULL where the lowest-dose session has no such row).
+CREATE OR REPLACE VIEW composition_shift AS
+WITH x AS (
+    SELECT s.campaign, s.sample, s.dose_dpa, s.dose_key, o.*
+    FROM ordered_disordered_shift AS o
+    JOIN sessions AS s USING (session_id)
+), lowest AS (
+    SELECT campaign, sample, min(dose_dpa) AS dose_dpa FROM sessions GROUP BY ALL
+)
+SELECT
+    x.campaign, x.sample, x.dose_dpa, x.dose_key, x.session_id, x.method, x.modality, x.element,
+    x.ordered_at_pct, x.disordered_at_pct, x.percent_diff,
+    x.percent_diff - b.percent_diff AS change_vs_lowest_dose,
+    x.ordered_n_chips, x.disordered_n_chips, x.ordered_n_regions, x.disordered_n_regions,
+    x.materialization_id
+FROM x
+LEFT JOIN lowest AS l ON l.campaign = x.campaign AND l.sample = x.sample
+LEFT JOIN x AS b
+    ON  b.campaign = x.campaign AND b.sample = x.sample AND b.dose_dpa = l.dose_dpa
+    AND b.method = x.method AND b.modality = x.modality AND b.element = x.element;
+
+-- ------------------------------------------------------------ lineage
+-- For every materialization (root_id), itself (depth 0) and every upstream materialization, recursively
+-- through materializations.upstream_ids, back to raw_session; depth = shortest number of hops.
+-- raw_files lists the raw files (role, file_name, sha256, bytes) a raw_session materialization stored
+-- (from session_files; empty for the other assets).
+--     select * from lineage where root_id = '<materialization_id of any row>' order by depth
+CREATE OR REPLACE VIEW lineage AS
+WITH RECURSIVE edges AS (
+    SELECT materialization_id, unnest(upstream_ids) AS upstream_id
+    FROM materializations
+    WHERE upstream_ids IS NOT NULL
+), walk(root_id, materialization_id, depth) AS (
+    SELECT materialization_id, materialization_id, 0 FROM materializations
+    UNION
+    SELECT w.root_id, e.upstream_id, w.depth + 1
+    FROM walk AS w
+    JOIN edges AS e ON e.materialization_id = w.materialization_id
+    WHERE w.depth < 64                      -- guard: the ledger is acyclic, a bad row must not hang a query
+), reached AS (
+    SELECT root_id, materialization_id, min(depth) AS depth FROM walk GROUP BY ALL
+), files AS (
+    SELECT materialization_id,
+           list({'role': role, 'file_name': file_name, 'sha256': sha256, 'bytes': bytes}
+                ORDER BY role, file_name) AS raw_files
+    FROM session_files
+    GROUP BY ALL
+)
+SELECT
+    r.root_id, r.depth, m.materialization_id, m.asset_key, m.partition_key, m.session_id,
+    m.code_version, m.data_version, m.parameters, m.weights, m.device, m.software, m.run_id,
+    m.upstream_ids, m.started_at, m.finished_at, m.is_current,
+    coalesce(f.raw_files, []) AS raw_files
+FROM reached AS r
+JOIN materializations AS m ON m.materialization_id = r.materialization_id
+LEFT JOIN files AS f ON f.materialization_id = r.materialization_id;
+
+-- One row per raw file a materialization derives from (the raw_session ancestors' session_files):
+--     select * from lineage_files where root_id = '<materialization_id>'
+CREATE OR REPLACE VIEW lineage_files AS
+SELECT l.root_id, l.depth, l.materialization_id, l.session_id, sf.role, sf.file_name, sf.sha256, sf.bytes
+FROM lineage AS l
+JOIN session_files AS sf ON sf.materialization_id = l.materialization_id;
