@@ -9,6 +9,7 @@ from dagster import Definitions, define_asset_job
 from assets.features import eds_features, haadf_embeddings
 from assets.ingest import chips, raw_session
 from assets.partitions import session_partitions
+from assets.segmentation import SEGMENTATION_ASSETS, agreement
 from resources.encoder import EncoderResource
 from resources.lake import LakeResource
 from resources.landing import LandingResource
@@ -17,7 +18,7 @@ from assets.scaleout import build_dask_job
 from assets.schedules import JOBS as SCHEDULED_JOBS, SCHEDULES
 from assets.sensors import landing_sensor
 
-SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features]
+SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, *SEGMENTATION_ASSETS, agreement]
 
 session_job = define_asset_job(
     "session_job", selection=SESSION_ASSETS, partitions_def=session_partitions,

@@ -402,6 +402,18 @@ def labels_by_segmentation(labels: pl.DataFrame, n_chips: int) -> dict[tuple[str
     return segs
 
 
+def class_names_from_runs(runs: pl.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """``segment_runs`` rows -> ``{(method, modality): class_names}`` for the labellings that have
+    class names (few-shot). Label i is ``class_names[i]`` (0-based here; 1-based in SQL lists)."""
+    out = {}
+    if runs is None or runs.is_empty() or "class_names" not in runs.columns:
+        return out
+    for r in runs.iter_rows(named=True):
+        if r["class_names"]:
+            out[(str(r["method"]), str(r["modality"]))] = [str(c) for c in r["class_names"]]
+    return out
+
+
 def describe_session(
     labels: pl.DataFrame | Mapping[tuple[str, str], np.ndarray],
     grid: ChipGrid,
@@ -428,9 +440,10 @@ def describe_session(
     """Descriptors, roles and ordered-vs-disordered shifts of every segmentation of one session.
 
     ``labels``: the session's ``segment_labels`` rows (columns method, modality, chip_index, label)
-    or ``{(method, modality): labels (n_chips,)}``. ``class_names``: ``{method: class names}`` for
-    methods whose labels index named classes (few-shot: the support classes in support order;
-    ``"truth"``: the manifest's truth_classes). ``role_overrides``: the manifest's ``roles:``
+    or ``{(method, modality): labels (n_chips,)}``. ``class_names``: ``{method: class names}`` or
+    ``{(method, modality): class names}`` for labellings whose labels index named classes (few-shot:
+    the support classes in support order, i.e. ``segment_runs.class_names``; ``"truth"``: the
+    manifest's truth_classes; see :func:`class_names_from_runs`). ``role_overrides``: the manifest's ``roles:``
     mapping, ``role_rule`` a :class:`mmlake.roles.RoleRule` (see :mod:`mmlake.roles`). Per-chip
     crystallinity is computed once, and every region spectrum of every segmentation is quantified in
     one exspy call (identical chip sets once).
@@ -446,8 +459,9 @@ def describe_session(
     rows, parts = [], []
     for (m, mod), lab in sorted(segs.items()):
         ids = (session_id, m, mod)
+        names = (class_names or {}).get((m, mod), (class_names or {}).get(m))
         r, regions, sums = _describe(np.asarray(lab, dtype=np.int64), grid, haadf, eds_sums, pixel_size_nm,
-                                     (class_names or {}).get(m), ids, chip_cryst, min_square_px,
+                                     names, ids, chip_cryst, min_square_px,
                                      min_square_chips, lattice_kwargs)
         rows += r
         parts.append((ids, regions, sums))

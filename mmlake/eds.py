@@ -495,6 +495,10 @@ def quantify_chips(
     exspy navigation space the chip grid (chip_index = row * n_cols + col); None: a 1-D navigation.
     ``energy_resolution_mnka_ev`` is the detector FWHM at Mn Ka (the session's EDS metadata
     ``Acquisition_instrument.TEM.Detector.EDS.energy_resolution_MnKa``; exspy's default 130 eV).
+    ``kfactors``: the session's k-factors by line (they win); ``kfactor_table``: a table of
+    ``mmlake/data/kfactors.yaml`` (None: its default; ``"none"``: session k-factors only).
+    Errors (unknown element, no line in range, missing k-factor) are ``SessionError`` naming
+    ``session`` when it is given, else ``ValueError``.
     """
     if intensity_method not in ("fit", "windows"):
         raise ValueError(f"intensity_method must be 'fit' or 'windows', got {intensity_method!r}")

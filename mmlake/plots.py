@@ -84,3 +84,183 @@ def element_maps(atomic_percent: np.ndarray, elements: list[str], n_rows: int, n
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=8)
     return to_png(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Region descriptors: segmentation overlays (preprint Figs. 2-3), ordered vs disordered composition
+# (Figs. 4-5) and modality agreement (Table I). Inputs are polars frames in the lake's layout.
+
+#: Colours per physical role (the preprint's Figs. 4-5: ordered blue, disordered brown).
+ROLE_COLORS = {
+    "substrate": "#9467bd", "film_ordered": "#1f77b4", "film_disordered": "#8c564b", "cap": "#bcbd22",
+    "film": "#17becf", "unknown": "#7f7f7f",
+}
+_MODALITY_ORDER = ("haadf", "eds", "ensemble")
+
+
+def _label_colors(labels: np.ndarray, roles: dict | None):
+    """RGBA lookup (n_labels, 4) and legend entries for a label array; role colours where known."""
+    from matplotlib import colors as mcolors
+    import matplotlib
+
+    tab = matplotlib.colormaps["tab10"]
+    uniq = [int(v) for v in np.unique(labels) if v >= 0]
+    lut = np.zeros((max(uniq, default=0) + 1, 4))
+    legend = []
+    for i, lab in enumerate(uniq):
+        role = (roles or {}).get(lab)
+        col = ROLE_COLORS.get(role) if role else None
+        rgba = mcolors.to_rgba(col) if col else tab(i % 10)
+        lut[lab] = rgba
+        legend.append((f"{lab}: {role}" if role else f"label {lab}", rgba))
+    return lut, legend
+
+
+def _panel_order(keys):
+    methods = sorted({m for m, _ in keys})
+    mods = sorted({d for _, d in keys}, key=lambda d: (_MODALITY_ORDER.index(d) if d in _MODALITY_ORDER else 9, d))
+    return methods, mods
+
+
+def segmentation_overlay(
+    haadf: np.ndarray | None,
+    segmentations: dict,
+    grid,
+    title: str,
+    roles: dict | None = None,
+    alpha: float = 0.45,
+) -> bytes:
+    """Chip labels over the HAADF image, one panel per method (rows) x modality (columns).
+
+    ``segmentations`` ``{(method, modality): labels (n_chips,)}`` in chip_index order; ``grid`` the
+    session's :class:`mmlake.chips.ChipGrid`; ``roles`` ``{(method, modality): {label: role}}``
+    colours regions by role (substrate purple, ordered film blue, disordered film brown, cap olive).
+    Labels < 0 (unassigned) are left uncoloured.
+    """
+    from matplotlib.patches import Patch
+
+    if not segmentations:
+        fig, axes = _figure(1)
+        axes[0].text(0.5, 0.5, "no segmentation", ha="center", va="center")
+        axes[0].axis("off")
+        return to_png(fig)
+    methods, mods = _panel_order(list(segmentations))
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(methods), len(mods), figsize=(2.7 * len(mods), 2.9 * len(methods)), squeeze=False)
+    shape = (grid.origin_y + grid.n_rows * grid.chip_px, grid.origin_x + grid.n_cols * grid.chip_px)
+    base = grid.crop(np.asarray(haadf, dtype=np.float32)) if haadf is not None else None
+    for i, m in enumerate(methods):
+        for j, d in enumerate(mods):
+            ax = axes[i][j]
+            ax.axis("off")
+            lab = segmentations.get((m, d))
+            if lab is None:
+                ax.set_title(f"{m} / {d}\n(no output)", fontsize=7)
+                continue
+            lab = np.asarray(lab).astype(np.int64)
+            lut, legend = _label_colors(lab, (roles or {}).get((m, d)))
+            pix = grid.crop(grid.upsample(lab, shape, fill=-1))
+            over = np.where(pix[..., None] >= 0, lut[np.maximum(pix, 0)], 0.0)
+            over[..., 3] = np.where(pix >= 0, alpha if base is not None else 1.0, 0.0)
+            if base is not None:
+                lo, hi = np.percentile(base, [1, 99])
+                ax.imshow(base, cmap="gray", vmin=lo, vmax=hi)
+            ax.imshow(over)
+            ax.set_title(f"{m} / {d}", fontsize=7)
+            ax.legend(handles=[Patch(color=c, label=t) for t, c in legend[:8]], fontsize=5, loc="lower left",
+                      framealpha=0.7, handlelength=1.0, borderpad=0.3)
+    fig.suptitle(title, fontsize=8)
+    return to_png(fig)
+
+
+def _d_label(regions, method: str, modality: str, role: str) -> str:
+    """d-spacing of the largest region of a role: '0.393 nm', or the reason it is NULL."""
+    if regions is None or regions.is_empty():
+        return "?"
+    import polars as pl
+
+    r = regions.filter((pl.col("method") == method) & (pl.col("modality") == modality) & (pl.col("role") == role))
+    if r.is_empty():
+        return "-"
+    top = r.sort("n_chips", descending=True).row(0, named=True)
+    if top["d_spacing_nm"] is not None:
+        return f"{top['d_spacing_nm']:.3f} nm"
+    note = top.get("d_spacing_note") or ""
+    return "amorphous" if note.startswith("amorphous") else "n/a"
+
+
+def composition_bars(shift, title: str, regions=None, elements: tuple[str, ...] | None = None) -> bytes:
+    """Ordered (blue) vs disordered (brown) film composition per method x modality, percent
+    differences on top and the roles' d-spacings in the panel titles (the preprint's Figs. 4-5).
+
+    ``shift``: rows of ``ordered_disordered_shift`` / the ``composition_shift`` view for one session;
+    ``regions``: that session's ``regions`` rows (for the d-spacings), optional.
+    """
+    import polars as pl
+
+    if shift is None or shift.is_empty():
+        fig, axes = _figure(1)
+        axes[0].text(0.5, 0.5, "no segmentation has both an ordered\nand a disordered film region",
+                     ha="center", va="center", fontsize=8)
+        axes[0].set_title(title, fontsize=8)
+        axes[0].axis("off")
+        return to_png(fig)
+    keys = shift.select("method", "modality").unique(maintain_order=True).rows()
+    methods, mods = _panel_order(keys)
+    keys = [(m, d) for m in methods for d in mods if (m, d) in set(keys)]
+    fig, axes = _figure(len(keys), size=2.6)
+    els = list(elements) if elements else list(dict.fromkeys(shift["element"].to_list()))
+    for ax, (m, d) in zip(axes, keys):
+        part = shift.filter((pl.col("method") == m) & (pl.col("modality") == d))
+        vals = {r["element"]: r for r in part.iter_rows(named=True)}
+        x = np.arange(len(els))
+        o = [vals[e]["ordered_at_pct"] if e in vals else np.nan for e in els]
+        q = [vals[e]["disordered_at_pct"] if e in vals else np.nan for e in els]
+        ax.bar(x - 0.2, o, 0.4, color=ROLE_COLORS["film_ordered"], label="ordered")
+        ax.bar(x + 0.2, q, 0.4, color=ROLE_COLORS["film_disordered"], label="disordered")
+        for xi, e in zip(x, els):
+            pd = vals.get(e, {}).get("percent_diff")
+            if pd is not None and np.isfinite(pd):
+                top = np.nanmax([vals[e]["ordered_at_pct"] or 0, vals[e]["disordered_at_pct"] or 0])
+                ax.text(xi, top + 1.5, f"{pd:+.1f}%", ha="center", fontsize=6)
+        ax.set_xticks(x, els, fontsize=7)
+        ax.set_ylabel("at.%", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ymax = np.nanmax(np.array(o + q, dtype=float)) if np.isfinite(np.array(o + q, dtype=float)).any() else 1.0
+        ax.set_ylim(0, ymax * 1.18 + 1)
+        ax.set_title(f"{m} / {d}\nd: ordered {_d_label(regions, m, d, 'film_ordered')}, "
+                     f"disordered {_d_label(regions, m, d, 'film_disordered')}", fontsize=6)
+        ax.legend(fontsize=5, loc="upper left")
+    fig.suptitle(title, fontsize=8)
+    return to_png(fig)
+
+
+def agreement_heatmap(agreement, title: str, value: str = "ami") -> bytes:
+    """Modality agreement per method (rows) and labelling pair (columns), values written in the
+    cells (the preprint's Table I). ``agreement``: rows of the ``agreement`` table (method, pair,
+    ami, ari) for one session."""
+    fig, axes = _figure(1, size=3.6)
+    ax = axes[0]
+    if agreement is None or agreement.is_empty() or value not in agreement.columns:
+        ax.text(0.5, 0.5, "no agreement scores", ha="center", va="center", fontsize=8)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+        return to_png(fig)
+    methods = sorted(set(agreement["method"].to_list()))
+    pairs = list(dict.fromkeys(agreement["pair"].to_list()))
+    mat = np.full((len(methods), len(pairs)), np.nan)
+    for r in agreement.iter_rows(named=True):
+        if r[value] is not None:
+            mat[methods.index(r["method"]), pairs.index(r["pair"])] = r[value]
+    im = ax.imshow(mat, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(len(methods)):
+        for j in range(len(pairs)):
+            if np.isfinite(mat[i, j]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if mat[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(pairs)), pairs, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(methods)), methods, fontsize=7)
+    ax.set_title(f"{title}\n{value.upper()} between labellings", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return to_png(fig)

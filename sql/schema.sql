@@ -137,6 +137,38 @@ CREATE TABLE IF NOT EXISTS eds_composition (
 
 
 -- ============================================================ segmentation
+-- One label per chip per (method, modality); modality haadf, eds, ensemble (the preprint's rule per
+-- method) and ensemble_auto (fusion weight chosen without ground truth).
+CREATE TABLE IF NOT EXISTS segment_labels (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,   -- louvain, agglomerative, fewshot
+    modality           VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,
+    label              INTEGER NOT NULL,
+    proba              FLOAT[],            -- few-shot class probabilities (class order = segment_runs.class_names)
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS segment_runs (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    modality           VARCHAR NOT NULL,
+    n_labels           INTEGER NOT NULL,
+    features           JSON,               -- which features fed the modality
+    class_names        VARCHAR[],          -- few-shot: label i = class_names[i+1] (SQL lists are 1-based)
+    params             JSON,               -- what the segmenter actually used (threshold value, weights...)
+    materialization_id VARCHAR NOT NULL
+);
+
+-- The preprint's Table I (AMI between modality pairs) plus AMI/ARI against ground truth where known.
+CREATE TABLE IF NOT EXISTS agreement (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    pair               VARCHAR NOT NULL,   -- haadf-eds, haadf-ensemble, eds-ensemble, <modality>-truth
+    ami                DOUBLE,
+    ari                DOUBLE,             -- only against truth
+    materialization_id VARCHAR NOT NULL
+);
 
 -- ============================================================ descriptors
 

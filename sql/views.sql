@@ -83,26 +83,18 @@ LEFT JOIN region_composition AS c
 -- role and percent_diff = 100 * (disordered - ordered) / ordered (an intra-sample, normalised figure,
 -- so it compares across samples, doses and campaigns, as the preprint argues in II.B).
 -- change_vs_lowest_dose: percent_diff minus that of the same campaign/sample/method/modality/element
--- at its lowest dose in the lake (NULL where the lowest-dose session has no such row).
+-- at the lowest dose that has one (0 at that dose itself): how irradiation moves the shift.
 CREATE OR REPLACE VIEW composition_shift AS
-WITH x AS (
-    SELECT s.campaign, s.sample, s.dose_dpa, s.dose_key, o.*
-    FROM ordered_disordered_shift AS o
-    JOIN sessions AS s USING (session_id)
-), lowest AS (
-    SELECT campaign, sample, min(dose_dpa) AS dose_dpa FROM sessions GROUP BY ALL
-)
 SELECT
-    x.campaign, x.sample, x.dose_dpa, x.dose_key, x.session_id, x.method, x.modality, x.element,
-    x.ordered_at_pct, x.disordered_at_pct, x.percent_diff,
-    x.percent_diff - b.percent_diff AS change_vs_lowest_dose,
-    x.ordered_n_chips, x.disordered_n_chips, x.ordered_n_regions, x.disordered_n_regions,
-    x.materialization_id
-FROM x
-LEFT JOIN lowest AS l ON l.campaign = x.campaign AND l.sample = x.sample
-LEFT JOIN x AS b
-    ON  b.campaign = x.campaign AND b.sample = x.sample AND b.dose_dpa = l.dose_dpa
-    AND b.method = x.method AND b.modality = x.modality AND b.element = x.element;
+    s.campaign, s.sample, s.dose_dpa, s.dose_key, o.session_id, o.method, o.modality, o.element,
+    o.ordered_at_pct, o.disordered_at_pct, o.percent_diff,
+    o.percent_diff - first_value(o.percent_diff) OVER (
+        PARTITION BY s.campaign, s.sample, o.method, o.modality, o.element
+        ORDER BY s.dose_dpa ASC, o.session_id) AS change_vs_lowest_dose,
+    o.ordered_n_chips, o.disordered_n_chips, o.ordered_n_regions, o.disordered_n_regions,
+    o.materialization_id
+FROM ordered_disordered_shift AS o
+JOIN sessions AS s USING (session_id);
 
 -- ------------------------------------------------------------ lineage
 -- For every materialization (root_id), itself (depth 0) and every upstream materialization, recursively

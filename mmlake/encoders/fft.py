@@ -35,7 +35,6 @@ validated like the other encoders' but not used: the whole step is a few FFTs pe
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

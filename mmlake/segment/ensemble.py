@@ -44,7 +44,8 @@ def segment_modalities(segmenter, features, ensemble: bool = True) -> dict[str, 
     ``"weighted_probability"`` (few-shot: one fit on all modalities, probabilities averaged) or
     ``"vector_vote"`` (Ward: the tuple of the single-modality labels).
 
-    Returns ``{modality or "ensemble": {"labels": int64 array, "params": params_ dict}}``. Each run
+    Returns ``{modality or "ensemble": {"labels": int64 array, "params": params_ dict, "proba": class
+    probabilities (few-shot) or None}}``. Each run
     uses a fresh clone of ``segmenter``, so no state leaks from one modality to the next.
     """
     from sklearn.base import clone
@@ -56,7 +57,7 @@ def segment_modalities(segmenter, features, ensemble: bool = True) -> dict[str, 
         if "modality_weights" in est.get_params():
             est.set_params(modality_weights=None)
         est.fit({name: x})
-        out[name] = {"labels": est.labels_, "params": est.params_}
+        out[name] = {"labels": est.labels_, "params": est.params_, "proba": getattr(est, "proba_", None)}
     if ensemble and len(mods) > 1:
         if "ensemble" in mods:
             raise ValueError("features: a modality may not be called 'ensemble'")
@@ -76,5 +77,6 @@ def segment_modalities(segmenter, features, ensemble: bool = True) -> dict[str, 
             est = clone(segmenter).fit(dict(mods))
             labels, params = est.labels_, dict(est.params_)
             params["ensemble_rule"] = rule
-        out["ensemble"] = {"labels": labels, "params": params}
+        out["ensemble"] = {"labels": labels, "params": params,
+                           "proba": getattr(est, "proba_", None) if rule != "vector_vote" else None}
     return out

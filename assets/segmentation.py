@@ -1,0 +1,185 @@
+"""Group `segmentation`: one asset per method (built by one factory) and the agreement scores."""
+
+import json
+
+import numpy as np
+import polars as pl
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, asset
+from pydantic import Field
+
+from assets.common import png_md, session_id, table_md, write_result
+from assets.features import eds_features, haadf_embeddings
+from assets.partitions import session_partitions
+from mmlake import plots
+from mmlake.errors import SessionError
+from mmlake.features import (available_haadf_encoders, eds_composition, fill_missing, haadf_features,
+                             load_grid, session_row)
+from mmlake.segment import modality_agreement, truth_scores
+from mmlake.segment.session import METHODS, segment_session
+from resources.lake import LakeResource
+
+SEGMENTATION_VERSION = "segmentation-1"
+AGREEMENT_VERSION = "agreement-1"
+DESCRIPTIONS = {
+    "louvain": "Louvain community detection (python-louvain, fixed seed) on the chip graph: cosine similarity, "
+               "edges above a statistic of the similarity histogram (mode by default); two modalities average "
+               "their similarity matrices before thresholding.",
+    "agglomerative": "Ward agglomerative clustering (scikit-learn) on per-modality standardised features, k "
+                     "clusters; the ensemble is the preprint's vector vote.",
+    "fewshot": "Few-shot prototypes from the manifest's support chips: softmax over negative Euclidean "
+               "distances; two modalities average their class probabilities (0.5/0.5 by default).",
+}
+
+
+class SegmentationConfig(Config):
+    """Options of the segmentation assets (each method reads the ones it uses)."""
+
+    haadf_features: str = Field(default="auto", description="auto (vgg16 when ImageNet weights ran, else fft) | vgg16 | fft")
+    eds_features: str = Field(default="cl", description="cl (Cliff-Lorimer atomic %) | spectra (summed chip spectra)")
+    threshold: str = Field(default="mode", description="Louvain: mode | median | mean | a number")
+    weighted: bool = Field(default=True, description="Louvain: keep similarities as edge weights")
+    seed: int = Field(default=0, description="random_state of Louvain")
+    n_clusters: int = Field(default=0, description="Ward k; 0 = number of support classes, else 4")
+    eds_weight: float = Field(default=0.5, description="few-shot: weight of EDS probabilities (preprint: 0.5, once 0.55)")
+    auto_weights: bool = Field(default=True, description="also compute the ground-truth-free weighted ensemble")
+
+    def method_options(self) -> dict:
+        threshold = self.threshold
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            pass
+        return {"threshold": threshold, "weighted": self.weighted, "seed": self.seed,
+                "n_clusters": self.n_clusters or None,
+                "modality_weights": {"haadf": 1 - self.eds_weight, "eds": self.eds_weight}}
+
+
+def load_modalities(lk, sid: str, config: SegmentationConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """The feature matrix of each modality present, and a record of what was chosen."""
+    feats, chosen = {}, {}
+    encoders = available_haadf_encoders(lk, sid)
+    want = config.haadf_features
+    if want == "auto":
+        want = "vgg16" if "vgg16" in encoders else "fft"
+    if want in encoders:
+        feats["haadf"] = haadf_features(lk, sid, want)
+        chosen["haadf"] = want
+    if config.eds_features == "spectra":
+        grid_row, _ = load_grid(lk, sid)
+        if grid_row["eds_sums_sha"] is not None:
+            feats["eds"] = lk.get_array(grid_row["eds_sums_sha"]).astype(np.float64)
+            chosen["eds"] = "spectra"
+    else:
+        comp = eds_composition(lk, sid)
+        if comp is not None:
+            values, elements = comp
+            feats["eds"], n_filled = fill_missing(values)
+            chosen["eds"] = {"features": "cl_atomic_percent", "elements": elements, "chips_without_counts": n_filled}
+    if not feats:
+        raise SessionError(sid, f"no features to segment: HAADF encoders present {encoders or 'none'}, "
+                                "no EDS composition; materialize haadf_embeddings / eds_features first")
+    return feats, chosen
+
+
+def support_indices(manifest: dict, n_cols: int) -> dict[str, list[int]]:
+    return {cls: [r * n_cols + c for r, c in chips] for cls, chips in (manifest.get("support") or {}).items()}
+
+
+def build_segmentation_asset(method: str) -> AssetsDefinition:
+    @asset(
+        name=f"segmentation_{method}", partitions_def=session_partitions, group_name="segmentation",
+        code_version=SEGMENTATION_VERSION, deps=[haadf_embeddings, eds_features], kinds={"scikitlearn", "duckdb"},
+        owners=["team:microscopy"], description=DESCRIPTIONS[method] + " Labels per chip for modality haadf, "
+        "eds and the multi-modal ensemble (and ensemble_auto: fusion weight chosen without ground truth).",
+    )
+    def _segmentation(context: AssetExecutionContext, config: SegmentationConfig, lake: LakeResource):
+        lk, sid = lake.lake(), session_id(context)
+        grid_row, grid = load_grid(lk, sid)
+        sess = session_row(lk, sid)
+        feats, chosen = load_modalities(lk, sid, config)
+        support = support_indices(sess["manifest"], grid.n_cols) if method == "fewshot" else None
+        if method == "fewshot" and not support:
+            context.log.warning(f"{sid}: few-shot skipped: session.yaml has no 'support' chips")
+            return write_result(
+                context, lk, code_version=SEGMENTATION_VERSION, parameters={"method": method, "skipped": "no support"},
+                upstream_assets=["haadf_embeddings", "eds_features"],
+                tables={"segment_labels": pl.DataFrame(), "segment_runs": pl.DataFrame()},
+                scope={"session_id": sid, "method": method}, session=sid,
+                metadata={"skipped": MetadataValue.text("no 'support' chips in session.yaml: add class -> "
+                                                        "[[row, col], ...] to run few-shot")},
+            )
+        options = config.method_options()
+        try:
+            results = segment_session(method, feats, options, support, auto_weights=config.auto_weights)
+        except ValueError as exc:
+            raise SessionError(sid, f"{method}: {exc}") from exc
+        labels, runs = [], []
+        for res in results:
+            n = len(res.labels)
+            frame = {"session_id": sid, "method": method, "modality": res.modality,
+                     "chip_index": np.arange(n, dtype=np.int32), "label": res.labels.astype(np.int32)}
+            if res.proba is not None:
+                frame["proba"] = pl.Series(np.asarray(res.proba, dtype=np.float32).tolist(), dtype=pl.List(pl.Float32))
+            labels.append(pl.DataFrame(frame))
+            runs.append({"session_id": sid, "method": method, "modality": res.modality,
+                         "n_labels": int(res.labels.max()) + 1, "features": json.dumps(chosen.get(res.modality, chosen)),
+                         "class_names": res.class_names or None, "params": json.dumps(res.params, default=str)})
+        runs_frame = pl.DataFrame(runs, schema_overrides={"class_names": pl.List(pl.Utf8)})
+        png = plots.segmentation_overlay(_haadf_image(lk, grid_row, grid),
+                                         {(method, r.modality): r.labels for r in results}, grid, f"{sid} {method}")
+        return write_result(
+            context, lk, code_version=SEGMENTATION_VERSION,
+            parameters={"method": method, **options, "features": chosen, "auto_weights": config.auto_weights},
+            upstream_assets=["haadf_embeddings", "eds_features"],
+            tables={"segment_labels": pl.concat(labels, how="diagonal"), "segment_runs": runs_frame},
+            scope={"session_id": sid, "method": method}, session=sid,
+            metadata={"labels": table_md(runs_frame.select("modality", "n_labels")), "overlay": png_md(png, method)},
+        )
+
+    return _segmentation
+
+
+def _haadf_image(lk, grid_row, grid):
+    if grid_row["haadf_stack_sha"] is None:
+        return None
+    p = grid.chip_px
+    stack = lk.get_array(grid_row["haadf_stack_sha"])
+    return stack.reshape(grid.n_rows, grid.n_cols, p, p).swapaxes(1, 2).reshape(grid.n_rows * p, grid.n_cols * p)
+
+
+SEGMENTATION_ASSETS = [build_segmentation_asset(m) for m in METHODS]
+
+
+@asset(
+    partitions_def=session_partitions, group_name="segmentation", code_version=AGREEMENT_VERSION,
+    deps=SEGMENTATION_ASSETS, kinds={"scikitlearn", "duckdb"}, owners=["team:microscopy"],
+    description="Adjusted mutual information between modality pairs per method (the preprint's Table I) and, "
+                "where the session has ground truth, AMI and ARI of every labelling against it.",
+)
+def agreement(context: AssetExecutionContext, lake: LakeResource):
+    lk, sid = lake.lake(), session_id(context)
+    frame = lk.query("select method, modality, label from segment_labels where session_id = ? "
+                     "order by method, modality, chip_index", [sid])
+    truth = lk.query("select truth_label from chips where session_id = ? order by chip_index", [sid])["truth_label"]
+    has_truth = truth.null_count() == 0 and len(truth) > 0
+    rows = []
+    for (method,), part in frame.group_by(["method"], maintain_order=True):
+        labels = {m: g["label"].to_numpy() for (m,), g in part.group_by(["modality"], maintain_order=True)}
+        ordered = {m: labels[m] for m in ("haadf", "eds", "ensemble") if m in labels}
+        if len(ordered) >= 2:
+            for r in modality_agreement(ordered):
+                rows.append({"session_id": sid, "method": method, "pair": f"{r['modality_a']}-{r['modality_b']}",
+                             "ami": r["ami"], "ari": None})
+        if has_truth:
+            for m, lab in labels.items():
+                s = truth_scores(lab, truth.to_numpy())
+                rows.append({"session_id": sid, "method": method, "pair": f"{m}-truth", "ami": s["ami"], "ari": s["ari"]})
+    table = pl.DataFrame(rows, schema={"session_id": pl.Utf8, "method": pl.Utf8, "pair": pl.Utf8,
+                                       "ami": pl.Float64, "ari": pl.Float64})
+    png = plots.agreement_heatmap(table.filter(~pl.col("pair").str.ends_with("truth")), f"{sid} agreement")
+    return write_result(
+        context, lk, code_version=AGREEMENT_VERSION, parameters={"average_method": "arithmetic"},
+        upstream_assets=[a.key.to_user_string() for a in SEGMENTATION_ASSETS], tables={"agreement": table},
+        scope={"session_id": sid}, session=sid,
+        metadata={"table": table_md(table, 30), "heatmap": png_md(png)},
+    )
