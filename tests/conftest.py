@@ -57,3 +57,20 @@ def instance(tmp_path):
     (tmp_path / "dagster").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
         yield inst
+
+
+@pytest.fixture(scope="session")
+def demo_lake(tmp_path_factory):
+    """The embedded demo campaign (preprint Table II), built and materialized once through Dagster."""
+    from dagster import DagsterInstance
+
+    from assets.runner import ingest
+    from mmlake.lake import Lake
+    from mmlake.synth import build_demo_campaign
+
+    root = tmp_path_factory.mktemp("demo")
+    lake = Lake(root / "lake").ensure()
+    folders = build_demo_campaign(root / "sessions", progress=lambda *a: None)
+    outcomes = ingest(folders, lake, DagsterInstance.ephemeral(), progress=lambda m: None, log_level="WARNING")
+    assert all(o.ok for o in outcomes), outcomes
+    return lake
