@@ -17,6 +17,7 @@ assets exist, so assets can be added without touching this module.
 
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     MetadataValue,
+    PreviewWarning,
     asset_check,
 )
 
@@ -164,7 +166,17 @@ def _keys(assets: Sequence[AssetsDefinition]) -> list[tuple[AssetKey, AssetsDefi
 
 
 def build_asset_checks(assets: Sequence[AssetsDefinition]) -> list:
-    """The checks, attached to the assets of `assets` they concern (skipped when an asset is absent)."""
+    """The checks, attached to the assets of `assets` they concern (skipped when an asset is absent).
+
+    The checks are partitioned like their assets (one result per session), a Dagster 1.13 preview
+    feature (`asset_check(partitions_def=...)`); its PreviewWarning is silenced here, the version pinned.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return _build_asset_checks(assets)
+
+
+def _build_asset_checks(assets: Sequence[AssetsDefinition]) -> list:
     keyed = _keys(assets)
     by_name = {k.to_user_string(): (k, a) for k, a in keyed}
     checks = []

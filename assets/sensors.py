@@ -275,7 +275,8 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
     # Registered staged sessions that raw_session has not read yet: requested now, or re-requested
     # after a lost cursor / a crash between registration and run submission (run_key dedups).
     requested = set(cur["requested"])
-    todo = {run_key(sid, sha): (sid, sample, dose, sha) for sid, sample, dose, sha in accepted}
+    todo = {run_key(sid, sha): (sid, sample, dose, sha) for sid, sample, dose, sha in accepted
+            if run_key(sid, sha) not in requested}
     open_rows = _unread_staged(lake, staged_root)
     open_keys = {run_key(r[0], r[3]) for r in open_rows}
     for row in open_rows:
@@ -283,7 +284,7 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
         if key not in requested:
             todo.setdefault(key, row)
     runs, adds = _requests_for(list(todo.values()), context.instance)
-    still_open = sorted((requested & open_keys) | set(todo))
+    still_open = sorted((requested & open_keys) | set(todo))  # requested, raw_session not done
     cursor = json.dumps({"pending": new_pending, "handled": new_handled, "requested": still_open},
                         sort_keys=True)
     if runs:

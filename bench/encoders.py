@@ -3,7 +3,9 @@ same run (torch sgemm).
 
     .venv/bin/python bench/encoders.py [--quick] [--device cpu|cuda|auto]
 
-Prints:
+Prints (wall-clock figures are best-of-N; "dedicated cores" figures use the process CPU time
+divided by the thread count, which is what a call costs on cores of its own when the machine is
+shared with other jobs -- ratios are always taken between figures of the same kind):
 - torch fp32 matmul (2048x2048, sgemm) GFLOP/s with threads = available cores: the machine's
   practical peak for dense fp32 work through the same library;
 - VGG16 ``features`` at 32x32 input: FLOPs per chip (counted from the model's conv layers), then
@@ -36,59 +38,23 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def timeit(fn, min_time=1.5, min_reps=3, warmup=1):
-    """Best (minimum) wall time of ``fn`` over at least ``min_reps`` calls and ``min_time`` s: on a
-    shared machine other load only ever slows a call down, so the minimum is the robust figure."""
-    for _ in range(warmup):
+def measure(fn, reps: int, threads: int, cuda: bool = False) -> tuple[float, float]:
+    """(best wall seconds, median CPU-seconds / threads) of ``fn`` over ``reps`` calls after one
+    warm-up. On a machine shared with other jobs the wall time of a call is inflated by waiting for
+    a core; the process CPU time divided by the thread count is what the call costs on cores of its
+    own. Both are reported; ratios are taken between figures of the same kind."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(reps):
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-    reps, t0 = 0, time.perf_counter()
-    best = float("inf")
-    while True:
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-        reps += 1
-        if reps >= min_reps and time.perf_counter() - t0 >= min_time:
-            return best
-
-
-class Sgemm:
-    """fp32 2048x2048 matmul baseline. ``best`` keeps the best GFLOP/s seen; ``sample()`` is called
-    between the measurements it is compared with, so baseline and encoder see the same conditions."""
-
-    def __init__(self, device: str, n: int = 2048):
-        import torch
-
-        self.n, self.device = n, device
-        self.a = torch.randn(n, n, device=device)
-        self.b = torch.randn(n, n, device=device)
-        self.best = 0.0
-        self.sample(reps=3)
-
-    def _run(self):
-        c = self.a @ self.b
-        if self.device != "cpu":
+        if cuda:
             import torch
 
             torch.cuda.synchronize()
-        return c
-
-    def sample(self, reps: int = 1) -> float:
-        t = timeit(self._run, min_time=0.0, min_reps=reps, warmup=0)
-        self.best = max(self.best, 2 * self.n**3 / t / 1e9)
-        return self.best
-
-
-def interleaved(fn, base: Sgemm, rounds: int) -> float:
-    """Best time of ``fn`` over ``rounds`` rounds, each preceded by one baseline sample."""
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(rounds):
-        base.sample()
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        walls.append(time.perf_counter() - w0)
+        cpus.append((time.process_time() - c0) / threads)
+    return min(walls), float(np.median(cpus))
 
 
 def vgg16_flops_per_chip(features, px: int = 32) -> float:
@@ -125,8 +91,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(n_threads)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()} "
           f"(available cores {n_threads}), oneDNN {torch.backends.mkldnn.is_available()}")
-    base = Sgemm(device)
-    print(f"sgemm 2048x2048 fp32 (first samples): {base.best:8.1f} GFLOP/s")
+    cuda = device != "cpu"
+    reps = 3 if args.quick else 8
+    n = 2048
+    ma, mb = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    w, c = measure(lambda: ma @ mb, reps * 2, n_threads, cuda)
+    base_w, base_c = 2 * n**3 / w / 1e9, 2 * n**3 / c / 1e9
+    print(f"sgemm 2048x2048 fp32: {base_w:7.1f} GFLOP/s wall (best), {base_c:7.1f} GFLOP/s on dedicated "
+          "cores (CPU time)")
 
     enc = get_encoder("vgg16", weights="random", seed=0)
     flops = vgg16_flops_per_chip(enc._features)
@@ -134,17 +106,19 @@ def main(argv=None) -> int:
           f"({flops / 2e6:.1f} M multiply-adds; the brief's 0.626 GFLOP "
           f"{'matches' if abs(flops / 1e9 - 0.626) < 0.002 else 'DIFFERS'})")
     rng = np.random.default_rng(0)
-    rounds = 3 if args.quick else 12
-    rows = []
     variants = [("contiguous", False, True), ("channels_last", True, True)]
-    if device == "cpu":
+    if not cuda:
         variants.append(("no-oneDNN", False, False))
+    print("columns: chips/s and GFLOP/s by best wall time | GFLOP/s on dedicated cores (CPU time) and "
+          "its ratio to sgemm's; encode = VGG16Encoder.encode (preprocessing included), fwd = features only")
+    print(f"{'batch':>5} {'variant':>14} | {'encode/s':>9} {'GF/s':>6} {'ratio':>5} {'GF/s*':>6} {'ratio*':>6} | "
+          f"{'fwd/s':>9} {'GF/s':>6} {'ratio':>5} {'GF/s*':>6} {'ratio*':>6}")
     for label, cl, dnn in variants:
         e = get_encoder("vgg16", weights="random", seed=0, channels_last=cl)
         model = e._model_on(device)
         for bs in (1, 32, 256):
-            n = {1: 16, 32: 128, 256: 512}[bs]
-            chips = rng.random((n, 15, 15), dtype=np.float32)
+            nchips = {1: 8, 32: 64, 256: 256}[bs]
+            chips = rng.random((nchips, 15, 15), dtype=np.float32)
             x = e.preprocess(torch.from_numpy(chips[:bs]).to(device))
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -152,21 +126,15 @@ def main(argv=None) -> int:
             def fwd():
                 with torch.inference_mode():
                     model(x)
-                if device != "cpu":
-                    torch.cuda.synchronize()
 
             with torch.backends.mkldnn.flags(enabled=dnn):
-                t_enc = interleaved(lambda: e.encode(chips, batch_size=bs, device=device), base,
-                                    max(2, rounds // 2))
-                t_fwd = interleaved(fwd, base, rounds)
-            rows.append((bs, label, n / t_enc, bs / t_fwd))
-    print(f"sgemm baseline (best of all samples, interleaved with the runs below): {base.best:.1f} GFLOP/s")
-    print(f"{'batch':>5} {'layout':>14} {'encode chips/s':>15} {'GFLOP/s':>8} {'ratio':>6} "
-          f"{'forward chips/s':>16} {'GFLOP/s':>8} {'ratio':>6}")
-    for bs, label, cps_e, cps_f in rows:
-        g_e, g_f = cps_e * flops / 1e9, cps_f * flops / 1e9
-        print(f"{bs:5d} {label:>14} {cps_e:15.1f} {g_e:8.1f} "
-              f"{g_e / base.best:6.2f} {cps_f:16.1f} {g_f:8.1f} {g_f / base.best:6.2f}")
+                we, ce = measure(lambda: e.encode(chips, batch_size=bs, device=device), reps, n_threads, cuda)
+                wf, cf = measure(fwd, reps, n_threads, cuda)
+            cells = []
+            for t_w, t_c, nn in ((we, ce, nchips), (wf, cf, bs)):
+                gw, gc = nn * flops / t_w / 1e9, nn * flops / t_c / 1e9
+                cells.append(f"{nn / t_w:9.1f} {gw:6.1f} {gw / base_w:5.2f} {gc:6.1f} {gc / base_c:6.2f}")
+            print(f"{bs:5d} {label:>14} | {cells[0]} | {cells[1]}")
 
     # FFT descriptor
     from mmlake import synth
@@ -177,8 +145,9 @@ def main(argv=None) -> int:
     grid = ChipGrid.fit(haadf.shape, spec.chip_px)
     chips = grid.tiles(haadf)
     fft = get_encoder("fft")
-    t = timeit(lambda: fft.encode(chips, image=haadf), min_time=0.5, min_reps=1 if args.quick else 3)
-    print(f"fft descriptor (48 px windows): {grid.n_chips / t:8.0f} chips/s ({grid.n_chips} chips in {t:.2f} s)")
+    w, c = measure(lambda: fft.encode(chips, image=haadf), 1 if args.quick else 3, n_threads)
+    print(f"fft descriptor (48 px windows), {grid.n_chips} chips: {grid.n_chips / w:8.0f} chips/s wall, "
+          f"{grid.n_chips / c:8.0f} chips/s on dedicated cores")
 
     # Cliff-Lorimer on a 51x51 grid
     from mmlake.eds import quantify_chips
@@ -187,11 +156,11 @@ def main(argv=None) -> int:
     pdf = synth.region_spectrum(small, "film_ordered")[0]
     sums = rng.poisson(pdf * 100 * 40, (2601, len(pdf))).astype(np.float32)
     for method in ("fit", "windows"):
-        t = timeit(lambda: quantify_chips(sums, 0.0, 0.01, small.elements, grid=(51, 51),
-                                          kfactors=small.kfactors, intensity_method=method),
-                   min_time=0.5, min_reps=1 if args.quick else 3)
+        w, c = measure(lambda: quantify_chips(sums, 0.0, 0.01, small.elements, grid=(51, 51),
+                                              kfactors=small.kfactors, intensity_method=method),
+                       1 if args.quick else 3, n_threads)
         print(f"Cliff-Lorimer ({method:7s}), 2601 chips x {sums.shape[1]} channels, 12 elements: "
-              f"{2601 / t:8.0f} chips/s ({t:.2f} s)")
+              f"{2601 / w:6.0f} chips/s wall ({w:.2f} s), {2601 / c:6.0f} chips/s on dedicated cores")
     return 0
 
 

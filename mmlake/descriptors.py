@@ -17,8 +17,9 @@ label. For each region:
   dynamic programme), converted to pixels (``side_chips * chip_px``) and cut from the HAADF image.
   :func:`mmlake.lattice.find_lattice_peak` gives the lattice period (nm) and a width-based
   uncertainty. NULL, with the reason in ``d_spacing_note``, when: the session has no HAADF image;
-  the region is a single chip; the square is smaller than ``min_square_chips`` chips or
-  ``min_square_px`` pixels per side (too few lattice periods for a period); or no lattice peak
+  the region is a single chip; the square is smaller than :class:`SquareRule` allows (2 chips, 16 px
+  and 1.4 nm per side by default: fewer lattice periods do not pin a period, and "no peak" would not
+  mean amorphous); the lattice found spans fewer than 3.5 periods of the square; or no lattice peak
   stands above the noise (amorphous).
 - **crystallinity**: the fraction (0..1) of the region's chips whose FFT window shows a 2-D lattice
   (the ``fft`` chip encoder's criterion: the runner-up peak in another direction above the noise
@@ -37,7 +38,7 @@ Labels < 0 mean "unassigned" and form no region.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -47,10 +48,39 @@ from mmlake.chips import ChipGrid
 
 METHOD_VERSION = "1"
 EXTRANEOUS = "Extraneous"
-#: default minimum square for a d-spacing: 2 chips and 24 px per side (>= ~3 periods of 0.4 nm at
-#: 0.05 nm/px). Below that the FFT's frequency resolution cannot pin a period to 0.01 nm.
-MIN_SQUARE_PX = 24
-MIN_SQUARE_CHIPS = 2
+
+
+@dataclass(frozen=True)
+class SquareRule:
+    """When the largest square inside a region is big enough for a d-spacing.
+
+    Measured on the synthetic campaign (random squares inside ordered film and defect domains, 0.035-0.071
+    nm pixels): with >= 3.5 lattice periods per side the period's scatter is <= 0.009 nm; with 2.7
+    periods the lattice is often missed or mis-indexed (errors up to 0.15 nm). So a square must have
+    ``min_chips`` chips, ``min_px`` pixels and ``min_nm`` nm per side (1.4 nm = 3.5 cells of a ~0.4 nm
+    perovskite) before an FFT is taken -- below that "no lattice" would not mean amorphous -- and a
+    lattice found must fit ``min_periods`` times into the square (catches larger cells).
+    """
+
+    min_chips: int = 2
+    min_px: int = 16
+    min_nm: float = 1.4
+    min_periods: float = 3.5
+
+    def __post_init__(self):
+        if not isinstance(self.min_chips, (int, np.integer)) or self.min_chips < 1:
+            raise ValueError(f"square.min_chips must be an integer >= 1, got {self.min_chips!r}")
+        if not isinstance(self.min_px, (int, np.integer)) or self.min_px < 8:
+            raise ValueError(f"square.min_px must be an integer >= 8 (FFT), got {self.min_px!r}")
+        if not (self.min_nm >= 0 and self.min_periods >= 1):
+            raise ValueError(f"square.min_nm must be >= 0 and min_periods >= 1, got {self.min_nm!r}, "
+                             f"{self.min_periods!r}")
+
+    def as_dict(self) -> dict:
+        return {"min_chips": int(self.min_chips), "min_px": int(self.min_px), "min_nm": float(self.min_nm),
+                "min_periods": float(self.min_periods)}
+
+
 #: the ``fft`` encoder's lattice window (px) used for per-chip crystallinity
 CRYSTALLINITY_WINDOW_PX = 48
 
@@ -87,6 +117,7 @@ class DescriptorTables:
     regions: pl.DataFrame
     region_composition: pl.DataFrame
     composition_shift: pl.DataFrame
+    params: dict = field(default_factory=dict)  # everything that shaped the numbers, for provenance
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """``{lake table: frame}`` for ``Lake.replace_partition``."""
@@ -197,20 +228,21 @@ def _check_inputs(labels, grid, haadf, eds_sums, pixel_size_nm):
     return lab.astype(np.int64)
 
 
-def _d_spacing(mask2d, n_chips, grid, haadf, pixel_size_nm, min_square_px, min_square_chips, lattice_kwargs):
+def _d_spacing(mask2d, n_chips, grid, haadf, pixel_size_nm, square: SquareRule, lattice_kwargs):
     """(d_nm, unc_nm, note, strength_log, square_px, row, col) of one region."""
     side, r0, c0 = largest_square(mask2d)
     p = grid.chip_px
     sq_px = side * p
+    sq_nm = sq_px * float(pixel_size_nm)
     if haadf is None:
         return None, None, "no HAADF image in this session", None, sq_px, r0, c0
     if n_chips == 1:
         return (None, None, "single-chip region: no square larger than one chip to take an FFT of",
                 None, sq_px, r0, c0)
-    if side < min_square_chips or sq_px < min_square_px:
-        return (None, None, f"largest square inside the region is {side}x{side} chips = {sq_px} px, below "
-                            f"the {max(min_square_px, min_square_chips * p)} px needed to resolve a lattice period",
-                None, sq_px, r0, c0)
+    if side < square.min_chips or sq_px < square.min_px or sq_nm < square.min_nm - 1e-9:
+        return (None, None, f"largest square inside the region is {side}x{side} chips = {sq_px} px = {sq_nm:.2f} nm, "
+                            f"below the {square.min_chips} chips / {square.min_px} px / {square.min_nm:g} nm needed "
+                            "to resolve a lattice period", None, sq_px, r0, c0)
     from mmlake.lattice import find_lattice_peak
 
     y0, x0 = grid.origin_y + r0 * p, grid.origin_x + c0 * p
@@ -221,14 +253,18 @@ def _d_spacing(mask2d, n_chips, grid, haadf, pixel_size_nm, min_square_px, min_s
         return None, None, f"no lattice analysis possible on the {sq_px} px square: {exc}", None, sq_px, r0, c0
     strength = math.log(max(peak.strength, 1e-300)) - math.log(peak.threshold)
     if not peak.is_crystalline:
-        return (None, None, f"amorphous: no lattice peak above the noise in the {sq_px} px square "
+        return (None, None, f"amorphous: no lattice peak above the noise in the {sq_px} px ({sq_nm:.2f} nm) square "
                             f"(peak/background {peak.strength:.1f} < threshold {peak.threshold:.1f})",
+                strength, sq_px, r0, c0)
+    periods = sq_px / peak.period_px
+    if periods < square.min_periods:
+        return (None, None, f"the {sq_px} px square spans only {periods:.1f} periods of its {peak.period_nm:.3f} nm "
+                            f"lattice peak (< {square.min_periods:g}): too few for a reliable d-spacing",
                 strength, sq_px, r0, c0)
     return peak.period_nm, peak.uncertainty_nm, None, strength, sq_px, r0, c0
 
 
-def _describe(lab, grid, haadf, eds_sums, pixel_size_nm, class_names, ids, chip_cryst,
-              min_square_px, min_square_chips, lattice_kwargs):
+def _describe(lab, grid, haadf, eds_sums, pixel_size_nm, class_names, ids, chip_cryst, square, lattice_kwargs):
     """Region rows without composition, the region ids and their summed spectra (or None)."""
     session_id, method, modality = ids
     regions = sorted(int(v) for v in np.unique(lab) if v >= 0)
@@ -242,7 +278,7 @@ def _describe(lab, grid, haadf, eds_sums, pixel_size_nm, class_names, ids, chip_
         sel = lab == reg
         n = int(sel.sum())
         d, unc, note, strength, sq_px, r0, c0 = _d_spacing(
-            grid.chip_map(sel), n, grid, haadf, pixel_size_nm, min_square_px, min_square_chips, lattice_kwargs)
+            grid.chip_map(sel), n, grid, haadf, pixel_size_nm, square, lattice_kwargs)
         role = str(class_names[reg]) if class_names is not None and 0 <= reg < len(class_names) else None
         rows.append({
             "session_id": session_id, "method": method, "modality": modality, "region": reg,
@@ -268,13 +304,11 @@ def _composition_rows(ids, regions, at, elements) -> list[dict]:
     return out
 
 
-def _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, min_square_px, min_square_chips, chip_cryst):
+def _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, square, chip_cryst):
     if eds_sums is not None and energy is None:
         raise ValueError("energy: give (offset_kev, scale_kev) of the EDS channels with eds_sums")
-    if not isinstance(min_square_px, (int, np.integer)) or min_square_px < 8:
-        raise ValueError(f"min_square_px must be an integer >= 8, got {min_square_px!r}")
-    if not isinstance(min_square_chips, (int, np.integer)) or min_square_chips < 1:
-        raise ValueError(f"min_square_chips must be an integer >= 1, got {min_square_chips!r}")
+    if not isinstance(square, SquareRule):
+        raise ValueError(f"square must be a SquareRule, got {square!r}")
     if haadf is not None and chip_cryst is None:
         chip_cryst = chip_crystallinity(grid, haadf)
     if chip_cryst is not None and np.asarray(chip_cryst).shape != (grid.n_chips,):
@@ -299,8 +333,7 @@ def region_descriptors(
     modality: str = "?",
     chip_cryst: np.ndarray | None = None,
     energy_resolution_mnka_ev: float = 130.0,
-    min_square_px: int = MIN_SQUARE_PX,
-    min_square_chips: int = MIN_SQUARE_CHIPS,
+    square: SquareRule = SquareRule(),
     lattice_kwargs: Mapping[str, Any] | None = None,
     quant_kwargs: Mapping[str, Any] | None = None,
 ) -> RegionFrames:
@@ -315,11 +348,10 @@ def region_descriptors(
     (computed here when None and there is a HAADF image).
     """
     lab = _check_inputs(labels, grid, haadf, eds_sums, pixel_size_nm)
-    chip_cryst = _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, min_square_px,
-                                  min_square_chips, chip_cryst)
+    chip_cryst = _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, square, chip_cryst)
     ids = (session_id, method, modality)
     rows, regions, sums = _describe(lab, grid, haadf, eds_sums, pixel_size_nm, class_names, ids, chip_cryst,
-                                    min_square_px, min_square_chips, lattice_kwargs)
+                                    square, lattice_kwargs)
     comp_rows = []
     if sums is not None:
         at = quantify_regions(sums, energy, beam_kv, elements, kfactors,
@@ -433,8 +465,7 @@ def describe_session(
     shift_elements: Sequence[str] = ("La", "Fe", "O"),
     chip_cryst: np.ndarray | None = None,
     energy_resolution_mnka_ev: float = 130.0,
-    min_square_px: int = MIN_SQUARE_PX,
-    min_square_chips: int = MIN_SQUARE_CHIPS,
+    square: SquareRule = SquareRule(),
     lattice_kwargs: Mapping[str, Any] | None = None,
     quant_kwargs: Mapping[str, Any] | None = None,
 ) -> DescriptorTables:
@@ -455,15 +486,14 @@ def describe_session(
         (str(k[0]), str(k[1])): _check_inputs(v, grid, None, None, pixel_size_nm) for k, v in labels.items()}
     for v in segs.values():
         _check_inputs(v, grid, haadf, eds_sums, pixel_size_nm)
-    chip_cryst = _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, min_square_px,
-                                  min_square_chips, chip_cryst if segs else np.zeros(grid.n_chips))
+    chip_cryst = _validate_common(grid, haadf, eds_sums, energy, pixel_size_nm, square,
+                                  chip_cryst if segs else np.zeros(grid.n_chips))
     rows, parts = [], []
     for (m, mod), lab in sorted(segs.items()):
         ids = (session_id, m, mod)
         names = (class_names or {}).get((m, mod), (class_names or {}).get(m))
         r, regions, sums = _describe(np.asarray(lab, dtype=np.int64), grid, haadf, eds_sums, pixel_size_nm,
-                                     names, ids, chip_cryst, min_square_px,
-                                     min_square_chips, lattice_kwargs)
+                                     names, ids, chip_cryst, square, lattice_kwargs)
         rows += r
         parts.append((ids, regions, sums))
     comp_rows = []
@@ -485,4 +515,75 @@ def describe_session(
     comp = pl.DataFrame(comp_rows, schema=COMPOSITION_SCHEMA)
     regions_df = assign_roles(regions_df, comp, overrides=role_overrides, rule=role_rule)
     shift = composition_shift(regions_df, comp, elements=shift_elements)
-    return DescriptorTables(regions_df, comp, shift)
+    from mmlake.roles import RoleRule
+
+    params = {
+        "method": "region_descriptors", "method_version": METHOD_VERSION,
+        "segmentations": [f"{m}/{d}" for m, d in sorted(segs)],
+        "square": square.as_dict(), "crystallinity_window_px": CRYSTALLINITY_WINDOW_PX,
+        "lattice_kwargs": dict(lattice_kwargs or {}), "quant_kwargs": dict(quant_kwargs or {}),
+        "energy_resolution_mnka_ev": float(energy_resolution_mnka_ev),
+        "elements": list(elements), "kfactors": dict(kfactors or {}),
+        "class_names": {"/".join(k) if isinstance(k, tuple) else str(k): list(v)
+                        for k, v in (class_names or {}).items()},
+        "role_rule": (role_rule or RoleRule()).as_dict(), "role_overrides": dict(role_overrides or {}),
+        "shift_elements": list(shift_elements),
+    }
+    return DescriptorTables(regions_df, comp, shift, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# from the lake
+
+
+def _has_table(lake, name: str) -> bool:
+    return bool(lake.query("select count(*) as n from information_schema.tables where table_name = ?",
+                           [name])["n"][0])
+
+
+def describe_lake_session(lake, session_id: str, *, include_truth: bool = True, **kwargs) -> DescriptorTables:
+    """:func:`describe_session` on what the lake holds for ``session_id``: the ``sessions`` row
+    (beam kV, elements, pixel size, detector resolution, manifest k-factors, ``roles:`` and
+    ``truth_classes``), the chip grid with its HAADF stack and EDS sums (``chip_grids`` objects), every
+    ``segment_labels`` labelling with the class names of ``segment_runs`` (few-shot), and, with
+    ``include_truth``, the ground truth (``chips.truth_label``) as method/modality ``truth/truth`` named
+    by ``truth_classes`` (unless segment_labels already holds a ``truth/truth`` labelling). Missing
+    tables or outputs mean fewer labellings, never an error. Keyword arguments go to :func:`describe_session` (``shift_elements``, ``role_rule``, ``square``, ...)."""
+    from mmlake.features import load_grid, session_row
+
+    sess = session_row(lake, session_id)
+    grid_row, grid = load_grid(lake, session_id)
+    manifest = sess.get("manifest") or {}
+    haadf = None
+    if grid_row.get("haadf_stack_sha"):
+        haadf = untile(np.asarray(lake.get_array(grid_row["haadf_stack_sha"]), dtype=np.float32), grid)
+    sums = lake.get_array(grid_row["eds_sums_sha"]) if grid_row.get("eds_sums_sha") else None
+    energy = ((float(grid_row["energy_offset_kev"]), float(grid_row["energy_scale_kev"]))
+              if sums is not None else None)
+    frames = []
+    class_names: dict = {}
+    if _has_table(lake, "segment_labels"):
+        frames.append(lake.query("select method, modality, chip_index, label from segment_labels "
+                                 "where session_id = ? order by method, modality, chip_index", [session_id]))
+    if _has_table(lake, "segment_runs"):
+        class_names.update(class_names_from_runs(lake.query(
+            "select method, modality, class_names from segment_runs where session_id = ?", [session_id])))
+    if include_truth:
+        truth = lake.query("select chip_index, truth_label from chips where session_id = ? "
+                           "and truth_label is not null order by chip_index", [session_id])
+        have = any(len(f.filter((pl.col("method") == "truth") & (pl.col("modality") == "truth"))) for f in frames)
+        if len(truth) == grid.n_chips and not have:
+            frames.append(pl.DataFrame({"method": "truth", "modality": "truth",
+                                        "chip_index": truth["chip_index"], "label": truth["truth_label"]}))
+    if manifest.get("truth_classes"):  # every "truth" labelling is named by the manifest's classes
+        class_names.setdefault("truth", [str(c) for c in manifest["truth_classes"]])
+    labels = (pl.concat([f.select(pl.col("method").cast(pl.Utf8), pl.col("modality").cast(pl.Utf8),
+                                  pl.col("chip_index").cast(pl.Int64), pl.col("label").cast(pl.Int64))
+                         for f in frames]) if frames else
+              pl.DataFrame(schema={"method": pl.Utf8, "modality": pl.Utf8, "chip_index": pl.Int64, "label": pl.Int64}))
+    kwargs.setdefault("role_overrides", manifest.get("roles") or None)
+    kwargs.setdefault("energy_resolution_mnka_ev", float(sess.get("eds_resolution_mnka_ev") or 130.0))
+    return describe_session(
+        labels, grid, haadf, sums, energy, float(sess.get("beam_kv") or 300.0), list(sess.get("elements") or []),
+        manifest.get("kfactors") or None, float(grid_row.get("pixel_size_nm") or sess.get("pixel_size_nm")),
+        session_id=session_id, class_names=class_names, **kwargs)

@@ -93,7 +93,7 @@ def element_maps(atomic_percent: np.ndarray, elements: list[str], n_rows: int, n
 #: Colours per physical role (the preprint's Figs. 4-5: ordered blue, disordered brown).
 ROLE_COLORS = {
     "substrate": "#9467bd", "film_ordered": "#1f77b4", "film_disordered": "#8c564b", "cap": "#bcbd22",
-    "film": "#17becf", "unknown": "#7f7f7f",
+    "interface": "#e377c2", "film": "#17becf", "unknown": "#7f7f7f",
 }
 _MODALITY_ORDER = ("haadf", "eds", "ensemble")
 
@@ -170,7 +170,7 @@ def segmentation_overlay(
             ax.set_title(f"{m} / {d}", fontsize=7)
             ax.legend(handles=[Patch(color=c, label=t) for t, c in legend[:8]], fontsize=5, loc="lower left",
                       framealpha=0.7, handlelength=1.0, borderpad=0.3)
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=8, y=1.04)
     return to_png(fig)
 
 
@@ -232,7 +232,7 @@ def composition_bars(shift, title: str, regions=None, elements: tuple[str, ...] 
         ax.set_title(f"{m} / {d}\nd: ordered {_d_label(regions, m, d, 'film_ordered')}, "
                      f"disordered {_d_label(regions, m, d, 'film_disordered')}", fontsize=6)
         ax.legend(fontsize=5, loc="upper left")
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=8, y=1.04)
     return to_png(fig)
 
 

@@ -30,6 +30,7 @@ import polars as pl
 
 from mmlake.plots import ROLE_COLORS
 
+_ELEMENT_ORDER = ("La", "Fe", "O")
 _EXTRA_COLORS = ["#e377c2", "#ff7f0e", "#2ca02c", "#d62728", "#17becf", "#aec7e8", "#98df8a", "#ffbb78"]
 
 
@@ -108,7 +109,8 @@ def _shift_figure(shift: pl.DataFrame):
     from plotly.subplots import make_subplots
 
     samples = sorted(set(shift["sample"].to_list()))
-    elements = list(dict.fromkeys(shift["element"].to_list()))
+    elements = sorted(set(shift["element"].to_list()), key=lambda e: (_ELEMENT_ORDER.index(e)
+                                                                      if e in _ELEMENT_ORDER else 9, e))
     fig = make_subplots(rows=len(samples), cols=len(elements), shared_xaxes=True,
                         subplot_titles=[f"{s}: {e}" for s in samples for e in elements])
     keys = shift.select("method", "modality").unique().sort(["method", "modality"]).rows()
@@ -125,9 +127,11 @@ def _shift_figure(shift: pl.DataFrame):
                     x=part["dose_dpa"].to_list(), y=part["percent_diff"].to_list(), mode="lines+markers",
                     name=f"{m} / {d}", legendgroup=f"{m}/{d}", showlegend=(i == 0 and j == 0),
                     line={"color": palette[k % len(palette)], "dash": "solid" if d == "ensemble" else "dot"},
-                    customdata=np.stack([part["ordered_at_pct"].to_numpy(), part["disordered_at_pct"].to_numpy()], 1),
+                    customdata=np.stack([part["ordered_at_pct"].to_numpy(), part["disordered_at_pct"].to_numpy(),
+                                         part["percent_diff_renorm"].fill_null(np.nan).to_numpy()], 1),
                     hovertemplate=(f"{m} / {d}<br>dose %{{x}} dpa<br>{e}: %{{y:+.2f}} %<br>"
                                    "ordered %{customdata[0]:.2f} at.%<br>disordered %{customdata[1]:.2f} at.%"
+                                   "<br>renormalised over the compared elements: %{customdata[2]:+.2f} %"
                                    "<extra></extra>")), row=i + 1, col=j + 1)
     fig.add_hline(y=0, line_width=1, line_color="#999")
     fig.update_xaxes(title_text="dose (dpa)", row=len(samples))
@@ -140,7 +144,8 @@ def _shift_figure(shift: pl.DataFrame):
 def _dspacing_figure(regions: pl.DataFrame, sessions: pl.DataFrame):
     import plotly.graph_objects as go
 
-    film = regions.filter(pl.col("role").is_in(["film_ordered", "film_disordered"]) & pl.col("d_spacing_nm").is_not_null())
+    film = regions.filter(pl.col("role").is_in(["film_ordered", "film_disordered"])
+                          & pl.col("d_spacing_nm").is_not_null())
     order = sessions["session_id"].to_list()
     fig = go.Figure()
     for role, sym in (("film_ordered", "circle"), ("film_disordered", "diamond")):
@@ -192,7 +197,9 @@ def _labels_figure(sid: str, data: CampaignData):
         row, col = k // ncol + 1, k % ncol + 1
         if key is None:
             im, f = img
-            fig.add_trace(go.Heatmap(z=im, colorscale="Gray", showscale=False, hoverinfo="skip"), row=row, col=col)
+            lo, hi = (float(v) for v in np.percentile(im, [1, 99]))
+            fig.add_trace(go.Heatmap(z=im, colorscale="Gray", zmin=lo, zmax=hi, showscale=False, hoverinfo="skip"),
+                          row=row, col=col)
         else:
             part = lab.filter((pl.col("method") == key[0]) & (pl.col("modality") == key[1]))
             z = np.full(n_rows * n_cols, -1, dtype=np.int64)
@@ -235,6 +242,8 @@ def _composition_figure(sid: str, data: CampaignData):
     comp = data.composition.filter(pl.col("session_id") == sid).join(
         reg.select("method", "modality", "region", "role", "n_chips"), on=["method", "modality", "region"])
     comp = comp.filter(pl.col("atomic_percent").is_not_null())
+    shown = comp.group_by("element").agg(pl.col("atomic_percent").max()).filter(pl.col("atomic_percent") >= 0.5)
+    comp = comp.filter(pl.col("element").is_in(shown["element"].to_list()))  # drop absent elements' noise
     if comp.is_empty():
         return None
     agg = (comp.group_by("method", "modality", "role", "element")

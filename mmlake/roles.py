@@ -1,8 +1,9 @@
 """Physical roles of segmented regions, and the preprint's ordered-vs-disordered comparison.
 
 Roles (open vocabulary; these are the ones the code knows): ``substrate``, ``film_ordered``,
-``film_disordered``, ``cap``; ``film`` (a film region whose order cannot be told: no HAADF image)
-and ``unknown`` (no composition, or none of the role elements above ``min_share``).
+``film_disordered``, ``cap``; ``interface`` (a region mixing two families, e.g. chips straddling the
+film/substrate interface), ``film`` (a film region whose order cannot be told: no HAADF image) and
+``unknown`` (no composition, or none of the role elements above ``min_share``).
 
 Where a region's role comes from (``role_source``), highest precedence first:
 
@@ -21,9 +22,13 @@ Where a region's role comes from (``role_source``), highest precedence first:
 
    a. *Family* from the region's composition (summed-spectrum at.%): the family whose elements sum
       highest -- ``cap`` (Cr, Pt), ``substrate`` (Sr, Ti), ``film`` (La, Fe); configurable via
-      ``families``. Below ``min_share`` at.% for every family, or without EDS: ``unknown``.
+      ``families``. Below ``min_share`` at.% for every family, or without EDS: ``unknown``. When the
+      runner-up family holds at least ``mixed_ratio`` (0.5) of the winner's share the region is a
+      mixture: ``interface`` (kept out of the film comparison, where it would dilute the film's
+      composition with the substrate's or the cap's).
    b. *Order* of the film regions of one segmentation: the reference is the most crystalline film
-      region (``crystallinity``, then the most chips): ``film_ordered``. Every other film region is
+      region (crystalline ones first, then those with a measured d-spacing, then ``crystallinity``,
+      then the most chips): ``film_ordered``. Every other film region is
       ``film_ordered`` too when it is crystalline (``crystallinity >= crystalline_min``) and its
       d-spacing agrees with the reference's within ``d_tol_nm`` (or either d-spacing is unknown
       for size reasons), and ``film_disordered`` otherwise: *amorphous* (no lattice peak, or
@@ -40,7 +45,11 @@ and element (La, Fe, O by default), the composition of each role is the CHIP-WEI
 summed-spectrum compositions of all regions with that role, ``sum(n_chips * at%) / sum(n_chips)``
 over the regions with a value; the percent difference is ``100 * (disordered - ordered) /
 ordered``. Rows exist only where a segmentation has both an ordered and a disordered region (absent
-otherwise, never zero-filled); NULL where the ordered value is 0 or missing.
+otherwise, never zero-filled); NULL where the ordered value is 0 or missing. ``percent_diff_renorm``
+is the same after renormalising each role's composition over the compared elements (La + Fe + O =
+100): regions that take in boundary chips carry some cap or substrate signal (a few at.% Cr, Pt, Sr,
+Ti), which dilutes every film element alike and can hide the O enrichment; the renormalised figure
+compares the film's own stoichiometry (NULL unless every compared element has a value).
 """
 
 from __future__ import annotations
@@ -52,9 +61,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-SUBSTRATE, FILM_ORDERED, FILM_DISORDERED, CAP, FILM, UNKNOWN = (
-    "substrate", "film_ordered", "film_disordered", "cap", "film", "unknown")
-KNOWN_ROLES = (SUBSTRATE, FILM_ORDERED, FILM_DISORDERED, CAP, FILM, UNKNOWN)
+SUBSTRATE, FILM_ORDERED, FILM_DISORDERED, CAP, INTERFACE, FILM, UNKNOWN = (
+    "substrate", "film_ordered", "film_disordered", "cap", "interface", "film", "unknown")
+KNOWN_ROLES = (SUBSTRATE, FILM_ORDERED, FILM_DISORDERED, CAP, INTERFACE, FILM, UNKNOWN)
 #: lake table of the per-session comparison (the view ``composition_shift`` adds campaign, sample, dose)
 SHIFT_TABLE = "ordered_disordered_shift"
 _ROLE_RE = re.compile(r"^[a-z0-9_]+$")
@@ -62,6 +71,7 @@ _ROLE_RE = re.compile(r"^[a-z0-9_]+$")
 SHIFT_SCHEMA = {
     "session_id": pl.Utf8, "method": pl.Utf8, "modality": pl.Utf8, "element": pl.Utf8,
     "ordered_at_pct": pl.Float64, "disordered_at_pct": pl.Float64, "percent_diff": pl.Float64,
+    "ordered_renorm_pct": pl.Float64, "disordered_renorm_pct": pl.Float64, "percent_diff_renorm": pl.Float64,
     "ordered_n_chips": pl.Int32, "disordered_n_chips": pl.Int32,
     "ordered_n_regions": pl.Int32, "disordered_n_regions": pl.Int32,
 }
@@ -74,12 +84,13 @@ class RoleRule:
     families: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
         CAP: ("Cr", "Pt"), SUBSTRATE: ("Sr", "Ti"), FILM: ("La", "Fe")})
     min_share: float = 5.0  # at.%: a family needs at least this much to name a region
+    mixed_ratio: float = 0.5  # runner-up family / winner at or above this: interface
     crystalline_min: float = 0.5  # fraction of chips with a 2-D lattice
     d_tol_nm: float = 0.01  # d-spacing agreement with the ordered film's
 
     def as_dict(self) -> dict:
         return {"families": {k: list(v) for k, v in self.families.items()}, "min_share": self.min_share,
-                "crystalline_min": self.crystalline_min, "d_tol_nm": self.d_tol_nm}
+                "mixed_ratio": self.mixed_ratio, "crystalline_min": self.crystalline_min, "d_tol_nm": self.d_tol_nm}
 
 
 def parse_overrides(roles: Mapping[str, str] | None) -> dict[tuple, str]:
@@ -123,10 +134,14 @@ def _family(comp: dict[str, float], rule: RoleRule) -> tuple[str, str]:
         return UNKNOWN, "no EDS composition for this region"
     scores = {f: sum(max(0.0, comp.get(e) or 0.0) for e in els if comp.get(e) is not None and np.isfinite(comp.get(e)))
               for f, els in rule.families.items()}
-    best = max(scores, key=lambda f: scores[f])
+    ranked = sorted(scores, key=lambda f: -scores[f])
+    best = ranked[0]
     desc = ", ".join(f"{'+'.join(rule.families[f])} {scores[f]:.1f}" for f in rule.families)
     if scores[best] < rule.min_share:
         return UNKNOWN, f"no role elements above {rule.min_share:g} at.% ({desc})"
+    if len(ranked) > 1 and scores[ranked[1]] >= rule.mixed_ratio * scores[best]:
+        return INTERFACE, (f"mixed {best}/{ranked[1]}: {scores[ranked[1]]:.1f} >= {rule.mixed_ratio:g} x "
+                           f"{scores[best]:.1f} at.% ({desc} at.%)")
     return best, f"{'+'.join(rule.families[best])} dominant ({desc} at.%)"
 
 
@@ -140,7 +155,8 @@ def _order_films(films: list[dict], rule: RoleRule) -> None:
         for r in films:
             r["role"], r["role_reason"] = FILM, r["role_reason"] + "; order unknown (no HAADF crystallinity)"
         return
-    ref = max(films, key=lambda r: (r["crystallinity"], r["n_chips"], -r["region"]))
+    ref = max(films, key=lambda r: (r["crystallinity"] >= rule.crystalline_min, r["d_spacing_nm"] is not None,
+                                    r["crystallinity"], r["n_chips"], -r["region"]))
     ref_d = ref["d_spacing_nm"]
     ref_ok = ref["crystallinity"] >= rule.crystalline_min or ref_d is not None
     for r in films:
@@ -228,16 +244,24 @@ def composition_shift(
         pl.col("n_chips").sum().alias("n"),
         pl.col("region").n_unique().alias("nr"),
     ).with_columns((pl.col("wsum") / pl.col("n")).alias("at"))
+    grp = [*keys, "role"]
+    n_el = len(set(elements))
+    agg = agg.with_columns(
+        pl.when(pl.col("element").count().over(grp) == n_el)
+        .then(100.0 * pl.col("at") / pl.col("at").sum().over(grp)).otherwise(None).alias("renorm"))
     o = agg.filter(pl.col("role") == ordered_role).select(
-        *keys, "element", pl.col("at").alias("ordered_at_pct"), pl.col("n").alias("ordered_n_chips"),
-        pl.col("nr").alias("ordered_n_regions"))
+        *keys, "element", pl.col("at").alias("ordered_at_pct"), pl.col("renorm").alias("ordered_renorm_pct"),
+        pl.col("n").alias("ordered_n_chips"), pl.col("nr").alias("ordered_n_regions"))
     d = agg.filter(pl.col("role") == disordered_role).select(
-        *keys, "element", pl.col("at").alias("disordered_at_pct"), pl.col("n").alias("disordered_n_chips"),
-        pl.col("nr").alias("disordered_n_regions"))
+        *keys, "element", pl.col("at").alias("disordered_at_pct"), pl.col("renorm").alias("disordered_renorm_pct"),
+        pl.col("n").alias("disordered_n_chips"), pl.col("nr").alias("disordered_n_regions"))
+
+    def pdiff(a: str, b: str) -> pl.Expr:
+        return pl.when(pl.col(a).abs() > 0).then(100.0 * (pl.col(b) - pl.col(a)) / pl.col(a)).otherwise(None)
+
     out = o.join(d, on=[*keys, "element"], how="inner").with_columns(
-        pl.when(pl.col("ordered_at_pct").abs() > 0)
-        .then(100.0 * (pl.col("disordered_at_pct") - pl.col("ordered_at_pct")) / pl.col("ordered_at_pct"))
-        .otherwise(None).alias("percent_diff"))
+        pdiff("ordered_at_pct", "disordered_at_pct").alias("percent_diff"),
+        pdiff("ordered_renorm_pct", "disordered_renorm_pct").alias("percent_diff_renorm"))
     order = {e: i for i, e in enumerate(elements)}
     out = out.with_columns(pl.col("element").replace_strict(order, default=len(order)).alias("_o")).sort(
         [*keys, "_o"]).drop("_o")

@@ -9,10 +9,10 @@
 -- merged they are no-ops (schema.sql always runs before this file) and this block can be deleted.
 CREATE TABLE IF NOT EXISTS regions (
     session_id         VARCHAR NOT NULL,
-    method             VARCHAR NOT NULL,   -- louvain, ward, fewshot, truth, ...
-    modality           VARCHAR NOT NULL,   -- haadf, eds, ensemble
+    method             VARCHAR NOT NULL,   -- louvain, agglomerative, fewshot, truth (ground truth), ...
+    modality           VARCHAR NOT NULL,   -- haadf, eds, ensemble, ensemble_auto
     region             INTEGER NOT NULL,   -- the label
-    role               VARCHAR,            -- substrate, film_ordered, film_disordered, cap, film, unknown
+    role               VARCHAR,            -- substrate, film_ordered, film_disordered, cap, interface, film, unknown
     role_source        VARCHAR,            -- class_names (few-shot/truth), rule (clustering), manifest (roles:)
     role_reason        VARCHAR,            -- the numbers that decided the role
     n_chips            INTEGER NOT NULL,
@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS ordered_disordered_shift (
     ordered_at_pct       DOUBLE,
     disordered_at_pct    DOUBLE,
     percent_diff         DOUBLE,
+    ordered_renorm_pct   DOUBLE,             -- the same compositions renormalised over the compared elements
+    disordered_renorm_pct DOUBLE,            -- (La + Fe + O = 100): removes dilution by cap/substrate signal
+    percent_diff_renorm  DOUBLE,
     ordered_n_chips      INTEGER,
     disordered_n_chips   INTEGER,
     ordered_n_regions    INTEGER,
@@ -88,6 +91,7 @@ CREATE OR REPLACE VIEW composition_shift AS
 SELECT
     s.campaign, s.sample, s.dose_dpa, s.dose_key, o.session_id, o.method, o.modality, o.element,
     o.ordered_at_pct, o.disordered_at_pct, o.percent_diff,
+    o.ordered_renorm_pct, o.disordered_renorm_pct, o.percent_diff_renorm,
     o.percent_diff - first_value(o.percent_diff) OVER (
         PARTITION BY s.campaign, s.sample, o.method, o.modality, o.element
         ORDER BY s.dose_dpa ASC, o.session_id) AS change_vs_lowest_dose,

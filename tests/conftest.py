@@ -74,3 +74,5 @@ def demo_lake(tmp_path_factory):
     outcomes = ingest(folders, lake, DagsterInstance.ephemeral(), progress=lambda m: None, log_level="WARNING")
     assert all(o.ok for o in outcomes), outcomes
     return lake
+
+from tests.dagster_server import dagster_server  # noqa: E402,F401  (session-scoped `dagster dev` for the slow e2e/UI tests)

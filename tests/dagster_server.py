@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SENSOR_INTERVAL_S = 3
 STARTUP_TIMEOUT_S = 240
-INGEST_TIMEOUT_S = float(os.environ.get("MMLAKE_E2E_TIMEOUT_S", "240"))
+INGEST_TIMEOUT_S = float(os.environ.get("MMLAKE_E2E_TIMEOUT_S", "480"))
 
 
 def free_port() -> int:
@@ -123,9 +123,18 @@ class DagsterServer:
         pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc}).\n"
                     f"Server log tail:\n{self.log_tail()}")
 
+    def session_runs(self, session_id: str) -> list[dict]:
+        """Runs tagged with a session (the sensor tags its runs mmlake/session)."""
+        data = self.graphql(
+            "query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results { runId status "
+            "tags { key value } } } } }",
+            {"f": {"tags": [{"key": "mmlake/session", "value": session_id}]}})
+        return data["runsOrError"]["results"]
+
     def ingest_synthetic(self) -> dict:
         """Drop one small synthetic session into the landing zone (once per server) and wait until
-        every session asset is materialized; returns what happened, with the landing-to-queryable time."""
+        every session asset is current in the lake and its run has finished; returns what happened,
+        with the landing-to-queryable times (last asset, and every asset)."""
         if self.ingested:
             return self.ingested
         from assets.definitions import SESSION_ASSETS
@@ -134,22 +143,35 @@ class DagsterServer:
         spec = SessionSpec("e2e", 0.0, chip_px=12, image_px=96, pixel_size_nm=0.05, seed=7,
                            campaign="e2e_test", n_channels=1400)
         src = write_session(spec, self.root / "outbox", workers=1)
-        last = [k.to_user_string() for a in SESSION_ASSETS for k in a.keys][-1]
+        keys = [k.to_user_string() for a in SESSION_ASSETS for k in a.keys]
+        sid = spec.session_id
         t0 = time.monotonic()
         self.drop_session(src)
+        first: dict[str, float] = {}
 
-        def done():
-            rows = self.mmlake_sql(
-                f"select asset_key, row_count from materializations where session_id = '{spec.session_id}' "
-                f"and is_current and asset_key = '{last}'")
-            return rows
+        def current():
+            rows = self.mmlake_sql(f"select asset_key from materializations where session_id = '{sid}' "
+                                   "and is_current")
+            for r in rows:
+                first.setdefault(r["asset_key"], time.monotonic() - t0)
+            return set(keys) <= {r["asset_key"] for r in rows}
 
-        self.wait_for(f"{spec.session_id} to reach {last}", done, INGEST_TIMEOUT_S)
-        elapsed = time.monotonic() - t0
-        self.ingested = {"session_id": spec.session_id, "sample": spec.sample, "dose_key": spec.dose_key,
-                         "folder": src.name, "last_asset": last, "seconds": elapsed,
+        self.wait_for(f"{sid}: every session asset ({', '.join(keys)}) in the lake", current, INGEST_TIMEOUT_S)
+        queryable = time.monotonic() - t0
+
+        def finished():
+            runs = self.session_runs(sid)
+            return runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and runs
+
+        runs = self.wait_for(f"{sid}: its run to finish", finished, 120)
+        self.ingested = {"session_id": sid, "sample": spec.sample, "dose_key": spec.dose_key,
+                         "folder": src.name, "last_asset": keys[-1], "assets": keys,
+                         "seconds_last_asset": first.get(keys[-1], queryable), "seconds_all": queryable,
+                         "seconds_run_done": time.monotonic() - t0, "first_seen": first, "runs": runs,
                          "n_chips": spec.grid[0] * spec.grid[1]}
-        print(f"\n[e2e] landing -> {last} queryable for {spec.session_id}: {elapsed:.1f} s")
+        print(f"\n[e2e] {sid}: landing -> chips queryable {first.get('chips', float('nan')):.1f} s, "
+              f"-> {keys[-1]} (last session asset) {self.ingested['seconds_last_asset']:.1f} s, "
+              f"all {len(keys)} assets {queryable:.1f} s, run finished {self.ingested['seconds_run_done']:.1f} s")
         return self.ingested
 
     def stop(self) -> list[str]:

@@ -8,6 +8,7 @@ generator's class composition.
 """
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ CLASSES = list(synth.CLASS_NAMES)
 # pristine@0.1: amorphised film (no lattice, O-rich, Fe-poor); defective@0: crystalline defect domains
 # (0.42 nm, La-poor, O-rich), widened so the largest square inside them spans 4 chips.
 SPECS = [
-    dataclasses.replace(synth.DEMO_CAMPAIGN[1], image_px=240, n_channels=1024, energy_scale_kev=0.014,
+    dataclasses.replace(synth.DEMO_CAMPAIGN[1], image_px=300, n_channels=1024, energy_scale_kev=0.014,
                         campaign=CAMPAIGN),
     dataclasses.replace(synth.DEMO_CAMPAIGN[2], image_px=300, n_channels=1024, energy_scale_kev=0.014,
                         defect_width_fraction=0.25, campaign=CAMPAIGN),
@@ -189,12 +190,15 @@ def test_o_shift_has_generator_sign(built):
         truth = synth.class_composition(b.spec)
         for modality in ("truth", "majority"):
             sh = b.out.composition_shift.filter((pl.col("method") == "truth") & (pl.col("modality") == modality))
-            got = dict(zip(sh["element"], sh["percent_diff"]))
             assert list(sh["element"]) == ["La", "Fe", "O"]
-            for el in ("La", "Fe", "O"):
-                want = truth["film_disordered"][el] - truth["film_ordered"][el]
-                assert np.sign(got[el]) == np.sign(want), (b.spec.session_id, modality, el, got[el], want)
-        row = b.out.composition_shift.filter((pl.col("modality") == "truth") & (pl.col("element") == "O")).row(0, named=True)
+            for col in ("percent_diff", "percent_diff_renorm"):
+                got = dict(zip(sh["element"], sh[col]))
+                for el in ("La", "Fe", "O"):
+                    want = truth["film_disordered"][el] - truth["film_ordered"][el]
+                    assert np.sign(got[el]) == np.sign(want), (b.spec.session_id, modality, col, el, got[el], want)
+            assert sh["ordered_renorm_pct"].sum() == pytest.approx(100.0)
+        row = b.out.composition_shift.filter((pl.col("modality") == "truth")
+                                             & (pl.col("element") == "O")).row(0, named=True)
         expect = 100 * (row["disordered_at_pct"] - row["ordered_at_pct"]) / row["ordered_at_pct"]
         assert row["percent_diff"] == pytest.approx(expect)
         print(b.spec.session_id, "O shift (pure truth chips) %+.2f %%" % row["percent_diff"])
@@ -226,6 +230,7 @@ def test_missing_modalities_and_empty_regions_give_nulls_not_errors(built):
     assert len(cap) == len(b.spec.elements) + 1 and cap["atomic_percent"].null_count() == len(cap)
     assert rf.composition.filter(pl.col("region") == 1)["atomic_percent"].null_count() == 0
     assert rf.regions["d_spacing_note"].to_list() == ["no HAADF image in this session"] * 4
+    assert rf.regions["d_spacing_nm"].null_count() == 4
     assert rf.regions["crystallinity"].null_count() == 4
     with pytest.raises(ValueError, match="labels"):
         region_descriptors(b.pure[:-1], b.grid, None, None, None, 300, ["O"], None, 0.05)
@@ -269,6 +274,16 @@ def test_split_pristine_film_stays_ordered_and_overrides_win(built):
     out = assign_roles(regs2, comp2, overrides={"truth:truth:7": "film_disordered", "truth:3": "capping_layer"})
     got = {r["region"]: (r["role"], r["role_source"]) for r in out.iter_rows(named=True)}
     assert got[7] == ("film_disordered", "manifest") and got[3] == ("capping_layer", "manifest")
+    # a region half substrate, half film (chips straddling the interface): kept out of the film comparison
+    mixed = regs.filter(pl.col("region") == 0).with_columns(pl.lit(8, dtype=pl.Int32).alias("region"),
+                                                            pl.lit(None, dtype=pl.Utf8).alias("role"),
+                                                            pl.lit(None, dtype=pl.Utf8).alias("role_source"))
+    half = (comp.filter(pl.col("region").is_in([0, 1])).group_by("element", maintain_order=True)
+            .agg(pl.col("atomic_percent").mean(), pl.col("session_id").first(), pl.col("method").first(),
+                 pl.col("modality").first())
+            .with_columns(pl.lit(8, dtype=pl.Int32).alias("region")).select(comp.columns))
+    r8 = assign_roles(mixed, half).row(0, named=True)
+    assert r8["role"] == "interface" and "mixed" in r8["role_reason"], r8
     # class names map through the override too (few-shot support classes named otherwise)
     named = regs.with_columns(pl.lit("lfo_good").alias("role"), pl.lit("class_names").alias("role_source"))
     assert set(assign_roles(named, comp, overrides={"lfo_good": "film_ordered"})["role"]) == {"film_ordered"}
@@ -277,11 +292,26 @@ def test_split_pristine_film_stays_ordered_and_overrides_win(built):
             parse_overrides(bad)
 
 
+def test_single_modality_sessions_get_honest_roles(built):
+    b = built["pristine@0.1"]
+    seg = {("agglomerative", "eds"): np.where(b.pure >= 0, PERM[np.maximum(b.pure, 0)], -1)}
+    energy = (b.spec.energy_offset_kev, b.spec.energy_scale_kev)
+    eds_only = describe_session(seg, b.grid, None, b.sums, energy, b.spec.beam_kv, b.spec.elements,
+                                b.spec.kfactors, b.spec.pixel_size_nm, session_id="x")
+    assert sorted(eds_only.regions["role"]) == ["cap", "film", "film", "substrate"]  # order needs HAADF
+    assert eds_only.composition_shift.is_empty()
+    haadf_only = describe_session(seg, b.grid, b.haadf, None, None, b.spec.beam_kv, b.spec.elements, None,
+                                  b.spec.pixel_size_nm, session_id="x")
+    assert set(haadf_only.regions["role"]) == {"unknown"} and haadf_only.region_composition.is_empty()
+    assert haadf_only.regions["d_spacing_nm"].null_count() == 2  # the amorphous film and the cap
+
+
 # ------------------------------------------------------------------------------- lake, SQL
 
 
 SEGMENT_DDL = """CREATE TABLE IF NOT EXISTS segment_labels (session_id VARCHAR NOT NULL, method VARCHAR NOT NULL,
-    modality VARCHAR NOT NULL, chip_index INTEGER NOT NULL, label INTEGER NOT NULL, materialization_id VARCHAR NOT NULL);
+    modality VARCHAR NOT NULL, chip_index INTEGER NOT NULL, label INTEGER NOT NULL,
+    materialization_id VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS agreement (session_id VARCHAR NOT NULL, method VARCHAR NOT NULL, pair VARCHAR NOT NULL,
     ami DOUBLE, ari DOUBLE, materialization_id VARCHAR NOT NULL);"""
 
@@ -323,15 +353,24 @@ def populated(built, tmp_path_factory):
             "sessions": pl.DataFrame([{
                 "session_id": sid, "campaign": s.campaign, "sample": s.sample, "dose_dpa": s.dose_dpa,
                 "dose_key": s.dose_key, "beam_kv": s.beam_kv, "haadf_shape": list(b.haadf.shape),
-                "pixel_size_nm": s.pixel_size_nm, "elements": s.elements, "chip_px": s.chip_px}]),
+                "pixel_size_nm": s.pixel_size_nm, "elements": s.elements, "chip_px": s.chip_px,
+                "manifest": json.dumps({"kfactors": s.kfactors, "truth_classes": CLASSES,
+                                        "roles": {"agglomerative:eds:9": "cap"}})}]),
             "session_files": pl.DataFrame([
                 {"session_id": sid, "role": "haadf", "file_name": "haadf.hspy", "sha256": "a" * 64, "bytes": 10},
                 {"session_id": sid, "role": "eds", "file_name": "eds.hspy", "sha256": "b" * 64, "bytes": 20}]),
         })
-        chips = _write(lake, "chips", sid, "chips-1", {"chip_grids": pl.DataFrame([{
-            "session_id": sid, "chip_px": s.chip_px, "chip_px_source": "manifest", "n_rows": b.grid.n_rows,
-            "n_cols": b.grid.n_cols, "origin_y": 0, "origin_x": 0, "pixel_size_nm": s.pixel_size_nm,
-            "haadf_stack_sha": lake.put_array(b.grid.tiles(b.haadf))}])}, [raw])
+        rows, cols = b.grid.rows_cols()
+        chips = _write(lake, "chips", sid, "chips-1", {
+            "chip_grids": pl.DataFrame([{
+                "session_id": sid, "chip_px": s.chip_px, "chip_px_source": "manifest", "n_rows": b.grid.n_rows,
+                "n_cols": b.grid.n_cols, "origin_y": 0, "origin_x": 0, "pixel_size_nm": s.pixel_size_nm,
+                "haadf_stack_sha": lake.put_array(b.grid.tiles(b.haadf)), "eds_sums_sha": lake.put_array(b.sums),
+                "energy_offset_kev": s.energy_offset_kev, "energy_scale_kev": s.energy_scale_kev}]),
+            "chips": pl.DataFrame({"session_id": sid, "chip_index": np.arange(b.grid.n_chips, dtype=np.int32),
+                                   "row": rows.astype(np.int32), "col": cols.astype(np.int32),
+                                   "y0": (rows * s.chip_px).astype(np.int32), "x0": (cols * s.chip_px).astype(np.int32),
+                                   "truth_label": b.majority.astype(np.int32)})}, [raw])
         segs = _segmentations(b.pure, b.majority)
         lab_rows = pl.concat([pl.DataFrame({"session_id": sid, "method": m, "modality": d,
                                             "chip_index": np.flatnonzero(v >= 0).astype(np.int32),
@@ -383,6 +422,29 @@ def test_lineage_reaches_raw_files(populated):
     assert sorted(files["file_name"]) == ["eds.hspy", "haadf.hspy"]
 
 
+def test_describe_lake_session_reads_everything_from_the_lake(populated, built):
+    from mmlake.descriptors import describe_lake_session
+
+    lake, _ = populated
+    b = built["defective@0"]
+    out = describe_lake_session(lake, "defective@0")
+    # segment_labels' own truth/truth (pure chips) wins over chips.truth_label
+    assert sorted(set(out.regions.select("method", "modality").rows())) == [
+        ("agglomerative", "eds"), ("truth", "majority"), ("truth", "truth")]
+    for modality in ("truth", "majority"):
+        got = out.regions.filter(pl.col("modality") == modality).sort("region")
+        ref = b.out.regions.filter(pl.col("modality") == modality).sort("region")
+        assert got["role"].to_list() == CLASSES and got["role_source"].to_list() == ["class_names"] * 4
+        assert got.drop("role_reason").equals(ref.drop("role_reason"))
+        gc = out.region_composition.filter(pl.col("modality") == modality).sort("region", "element")
+        rc = b.out.region_composition.filter(pl.col("modality") == modality).sort("region", "element")
+        assert np.abs(gc["atomic_percent"].to_numpy() - rc["atomic_percent"].to_numpy()).max() < 1e-6
+    lake2_truth = lake.query("select count(*) as n from chips where session_id = 'defective@0' and truth_label = 1")
+    assert lake2_truth["n"][0] == int((b.majority == 1).sum())
+    assert out.params["role_overrides"] == {"agglomerative:eds:9": "cap"}
+    assert out.params["class_names"]["truth"] == CLASSES
+
+
 def test_example_queries_answer(populated):
     lake, _ = populated
     for q in _queries():
@@ -405,7 +467,8 @@ def test_pictures_are_pngs(built):
     roles = {}
     for r in b.out.regions.iter_rows(named=True):
         roles.setdefault((r["method"], r["modality"]), {})[r["region"]] = r["role"]
-    agreement = pl.DataFrame({"method": ["louvain", "louvain", "fewshot"], "pair": ["haadf-eds", "eds-ensemble", "haadf-eds"],
+    agreement = pl.DataFrame({"method": ["louvain", "louvain", "fewshot"],
+                              "pair": ["haadf-eds", "eds-ensemble", "haadf-eds"],
                               "ami": [0.3, 0.7, 0.5]})
     pngs = [plots.segmentation_overlay(b.haadf, segs, b.grid, "defective@0", roles),
             plots.segmentation_overlay(None, segs, b.grid, "no haadf"),
@@ -471,7 +534,7 @@ def test_export_label_maps_as_calibrated_hyperspy_signals(populated, built, tmp_
     paths = export_session(lake, "pristine@0.1", tmp_path / "export")
     names = sorted(p.name for p in paths)
     assert names == ["pristine@0.1_agglomerative_eds_labels.hspy", "pristine@0.1_truth_majority_labels.hspy",
-                     "pristine@0.1_truth_truth_labels.hspy"]
+                     "pristine@0.1_truth_truth_labels.hspy"]  # chips.truth_label is truth/truth, as segment_labels
     s = hs.load(tmp_path / "export" / "pristine@0.1_truth_majority_labels.hspy")
     assert s.data.shape == b.haadf.shape
     for ax in s.axes_manager.signal_axes:

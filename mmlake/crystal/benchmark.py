@@ -114,7 +114,8 @@ def run_benchmark(models: Mapping[str, object], arr, *, split: str = "test", dev
             long_rows.append({"variant": variant, "metric": metric, "crystal_system": None, "value": value,
                               "unit": METRICS[metric], "n": len(idx),
                               "preprint_value": pre.get(variant, {}).get(metric), "weights_sha256": shas[variant]})
-    summary = pl.DataFrame(summary_rows)
+    summary = pl.DataFrame(summary_rows, schema={"variant": pl.String, "modality": pl.String, "n_test": pl.Int32,
+                                                 **{k: pl.Float64 for k in summary_rows[0] if k in METRICS}})
 
     # Table 3: per crystal system
     tr = arr.subset("train")
@@ -136,7 +137,8 @@ def run_benchmark(models: Mapping[str, object], arr, *, split: str = "test", dev
         row["preprint_test_ratio"] = p3[name]["test_ratio"]
         row["preprint_accuracy_fused"] = p3[name]["accuracy_fused"]
         cs_rows.append(row)
-    per_system = pl.DataFrame(cs_rows)
+    per_system = pl.DataFrame(cs_rows, schema={k: (pl.String if k == "crystal_system" else pl.Int32 if k == "n_test"
+                                                   else pl.Float64) for k in cs_rows[0]})
 
     cols = ["variant", "modality", "lengths_mae", "angles_mae", "energy_mae", "crystal_system_acc", "silhouette"]
     ours = summary.select(cols).with_columns(pl.lit(f"this work ({split}, n={len(idx)})").alias("source"))

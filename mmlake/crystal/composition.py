@@ -145,11 +145,18 @@ class CompositionFeatures:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def table(self, dataset: str) -> pl.DataFrame:
-        """The `composition_features` lake table (features as FLOAT[] in `FEATURE_NAMES` order)."""
-        return self.frame.with_columns(
+        """The `composition_features` lake table (features as FLOAT[] in `FEATURE_NAMES` order);
+        skipped structures get a row with features NULL and the skip_reason."""
+        ok = self.frame.with_columns(
             pl.lit(dataset).alias("dataset"),
             pl.Series("features", self.features.tolist(), dtype=pl.List(pl.Float32)),
-        ).select(["dataset", "material_id", "split", "formula", "n_elements", "n_imputed", "imputed", "features"])
+            pl.lit(None, pl.String).alias("skip_reason"))
+        bad = pl.DataFrame({"dataset": [dataset] * len(self.skipped), "material_id": [m for m, _ in self.skipped],
+                            "skip_reason": [r for _, r in self.skipped]},
+                           schema={"dataset": pl.String, "material_id": pl.String, "skip_reason": pl.String})
+        cols = ["dataset", "material_id", "split", "formula", "n_elements", "n_imputed", "imputed", "features",
+                "skip_reason"]
+        return pl.concat([ok.select(cols), bad], how="diagonal_relaxed").select(cols)
 
     def names_table(self, dataset: str) -> pl.DataFrame:
         """The `composition_feature_names` lake table: position (1-based, as DuckDB list indexing)."""
@@ -159,11 +166,17 @@ class CompositionFeatures:
 
     @classmethod
     def from_table(cls, table: pl.DataFrame) -> "CompositionFeatures":
-        feats = np.asarray(table["features"].to_list(), dtype=np.float32)
+        skipped = []
+        if "skip_reason" in table.columns:
+            bad = table.filter(pl.col("skip_reason").is_not_null())
+            skipped = list(zip(bad["material_id"].to_list(), bad["skip_reason"].to_list()))
+            table = table.filter(pl.col("skip_reason").is_null())
+        feats = np.asarray(table["features"].to_list(), dtype=np.float32).reshape(len(table), -1)
         if feats.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"table: features have {feats.shape[1]} columns, this code makes {len(FEATURE_NAMES)}")
         return cls(features=feats, names=list(FEATURE_NAMES),
-                   frame=table.select(["material_id", "split", "formula", "n_elements", "n_imputed", "imputed"]))
+                   frame=table.select(["material_id", "split", "formula", "n_elements", "n_imputed", "imputed"]),
+                   skipped=skipped)
 
 
 def composition_features(structures: pl.DataFrame, *, missing: str = "impute",

@@ -62,10 +62,15 @@ class StructureSet:
         return len(self.skipped)
 
     def table(self, dataset: str) -> pl.DataFrame:
-        """The frame as the `structures` lake table (without materialization_id)."""
-        return self.frame.with_columns(pl.lit(dataset).alias("dataset")).select(
-            ["dataset", *STRUCTURE_COLUMNS]
-        )
+        """The `structures` lake table (without materialization_id): parsed rows with skip_reason NULL,
+        then one row per skipped CSV row (material_id, source_row, skip_reason; the rest NULL)."""
+        ok = self.frame.with_columns(pl.lit(dataset).alias("dataset"), pl.lit(None, pl.String).alias("skip_reason"))
+        bad = pl.DataFrame(
+            {"dataset": [dataset] * len(self.skipped), "material_id": [m for _, m, _ in self.skipped],
+             "source_row": [r for r, _, _ in self.skipped], "skip_reason": [why for _, _, why in self.skipped]},
+            schema={"dataset": pl.String, "material_id": pl.String, "source_row": pl.Int32, "skip_reason": pl.String})
+        cols = ["dataset", *STRUCTURE_COLUMNS, "skip_reason"]
+        return pl.concat([ok.select(cols), bad], how="diagonal_relaxed").select(cols)
 
     def summary(self) -> dict:
         f = self.frame
@@ -275,7 +280,9 @@ def load_structures(
         "crystal_system_index": pl.Int32, "spacegroup_number_csv": pl.Int32,
         "energy_target": pl.Float64, **{c: pl.Float64 for c in CARRIED_TARGETS}, "cif": pl.String,
     }
-    frame = pl.DataFrame(rows, schema=schema).select(STRUCTURE_COLUMNS)
+    # canonical row order (source_file, source_row): the same whether loaded here or reloaded from the lake,
+    # so seeded training sees the same batches either way
+    frame = pl.DataFrame(rows, schema=schema).select(STRUCTURE_COLUMNS).sort("source_file", "source_row")
     dup = frame["material_id"].is_duplicated()
     if dup.any():
         raise ValueError(f"csv_path: material_id values repeat across the CSVs "
@@ -288,8 +295,13 @@ def load_structures(
 
 def structures_from_table(frame: pl.DataFrame) -> StructureSet:
     """Rebuild a StructureSet from the `structures` lake table (for downstream assets)."""
-    f = frame.select(STRUCTURE_COLUMNS)
+    skipped = []
+    if "skip_reason" in frame.columns:
+        bad = frame.filter(pl.col("skip_reason").is_not_null())
+        skipped = [(r["source_row"], r["material_id"], r["skip_reason"]) for r in bad.iter_rows(named=True)]
+        frame = frame.filter(pl.col("skip_reason").is_null())
+    f = frame.select(STRUCTURE_COLUMNS).sort("source_file", "source_row")
     has_e = f["energy_target"].null_count() < len(f)
     tasks = {"lattice_lengths": None, "lattice_angles": None, "crystal_system": None,
              "formation_energy": None if has_e else "formation-energy task unavailable: no energy targets stored"}
-    return StructureSet(frame=f, tasks=tasks, source=sorted(set(f["source_file"].to_list())))
+    return StructureSet(frame=f, skipped=skipped, tasks=tasks, source=sorted(set(f["source_file"].to_list())))

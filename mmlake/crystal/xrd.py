@@ -129,20 +129,28 @@ class XRDPatterns:
 
     def table(self, dataset: str, matrix_sha: str) -> pl.DataFrame:
         """The `xrd_patterns` lake table (without materialization_id); the matrix is stored as an
-        .npy object whose sha256 is `matrix_sha` (Lake.put_array(self.patterns))."""
+        .npy object whose sha256 is `matrix_sha` (Lake.put_array(self.patterns)). Structures whose
+        pattern failed get a row with row_index NULL and the error."""
         p = self.params
-        return self.frame.with_columns(
+        bad = pl.DataFrame({"material_id": [m for m, _ in self.failed], "error": [e for _, e in self.failed]},
+                           schema={"material_id": pl.String, "error": pl.String})
+        frame = pl.concat([self.frame.with_columns(pl.lit(None, pl.String).alias("error")), bad], how="diagonal_relaxed")
+        return frame.with_columns(
             pl.lit(dataset).alias("dataset"), pl.lit(matrix_sha).alias("pattern_matrix_sha"),
             pl.lit(p.wavelength).alias("wavelength"), pl.lit(p.sigma_deg).alias("sigma_deg"),
             pl.lit(p.two_theta_min).alias("two_theta_min"), pl.lit(p.two_theta_max).alias("two_theta_max"),
             pl.lit(p.step_deg).alias("step_deg"), pl.lit(p.n_points).alias("n_points"),
-        ).select(["dataset", *XRD_COLUMNS, "pattern_matrix_sha", "wavelength", "sigma_deg", "two_theta_min",
+        ).select(["dataset", *XRD_COLUMNS, "error", "pattern_matrix_sha", "wavelength", "sigma_deg", "two_theta_min",
                   "two_theta_max", "step_deg", "n_points"])
 
     @classmethod
     def from_table(cls, table: pl.DataFrame, matrix: np.ndarray) -> "XRDPatterns":
         """Rebuild from the lake table and its .npy matrix (rows of the matrix follow row_index)."""
-        t = table.sort("row_index")
+        failed = []
+        if "error" in table.columns:
+            bad = table.filter(pl.col("row_index").is_null())
+            failed = list(zip(bad["material_id"].to_list(), bad["error"].to_list()))
+        t = table.filter(pl.col("row_index").is_not_null()).sort("row_index")
         r = t.row(0, named=True)
         params = XRDParams(wavelength=r["wavelength"], sigma_deg=r["sigma_deg"], two_theta_min=r["two_theta_min"],
                            two_theta_max=r["two_theta_max"], step_deg=r["step_deg"])
@@ -150,7 +158,7 @@ class XRDPatterns:
             raise ValueError(f"matrix: shape {matrix.shape} does not match the table ({len(t)} rows, "
                              f"{params.n_points} points)")
         return cls(patterns=np.asarray(matrix, dtype=np.float32), two_theta=params.grid(),
-                   frame=t.select(XRD_COLUMNS), params=params)
+                   frame=t.select(XRD_COLUMNS), params=params, failed=failed)
 
 
 XRD_COLUMNS = ["material_id", "split", "row_index", "n_peaks", "strongest_two_theta", "strongest_d",

@@ -6,6 +6,7 @@ SELECT campaign, sample, dose_dpa, method, modality,
        round(ordered_at_pct, 2)        AS o_ordered_at_pct,
        round(disordered_at_pct, 2)     AS o_disordered_at_pct,
        round(percent_diff, 2)          AS o_shift_pct,
+       round(percent_diff_renorm, 2)   AS o_shift_renorm_pct,  -- over La+Fe+O only (no cap/substrate dilution)
        round(change_vs_lowest_dose, 2) AS o_shift_change_vs_lowest_dose
 FROM composition_shift
 WHERE element = 'O'
