@@ -24,6 +24,9 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/mmlake demo
 
+demo-crystal: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/mmlake crystal
+
 test: install
 	$(BIN)/pytest
 

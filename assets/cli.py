@@ -52,8 +52,24 @@ def cmd_ingest(args) -> int:
     return 1 if failed else 0
 
 
+CRYSTAL_SQL = ("select dataset, metric, variant, round(value, 3) as value, preprint_value, unit from crystal_benchmark "
+               "where crystal_system is null order by dataset, metric, variant")
+DEMO_QUERIES = [
+    ("Table I (AMI between modalities), few-shot:",
+     "select session_id, pair, round(ami, 3) as ami from agreement where method = 'fewshot' "
+     "and pair not like '%truth' order by session_id, pair"),
+    ("disordered-vs-ordered film, O percent difference per method (ensemble):",
+     "select sample, dose_dpa, method, round(percent_diff, 1) as o_shift_pct from composition_shift "
+     "where element = 'O' and modality = 'ensemble' order by sample, dose_dpa, method"),
+    ("ordered-film d-spacing next to the LaFeO3 reference (nm):",
+     "select session_id, method, round(measured_d_nm, 4) as measured, hkl, round(reference_d_nm, 4) as reference "
+     "from phase_d_spacing where role = 'film_ordered' and is_closest and modality = 'ensemble' order by 1, 2"),
+]
+
+
 def cmd_demo(args) -> int:
-    from assets.runner import ingest
+    from assets.runner import ingest, run_crystal
+    from mmlake.report import write_campaign_report
     from mmlake.synth import build_demo_campaign
 
     lake = Lake(args.lake).ensure()
@@ -61,13 +77,35 @@ def cmd_demo(args) -> int:
     print(f"building the demo campaign (preprint Table II) in {out} ...")
     folders = build_demo_campaign(out)
     outcomes = ingest(folders, lake)
-    with lake.connect() as con:
-        from mmlake.lake import apply_views
-
-        apply_views(con)
+    print("reference d-spacings of the film and substrate phases (crystal group, structures only) ...")
+    crystal_ok = run_crystal(lake, reference_only=True)
     print("\n" + SUMMARY_SQL)
     print_frame(lake.query(SUMMARY_SQL))
-    return 0 if all(o.ok for o in outcomes) else 1
+    for title, sql in DEMO_QUERIES:
+        print(f"\n{title}\n{sql}")
+        print_frame(lake.query(sql))
+    report = write_campaign_report(lake, "lfo_sto_demo", lake.home / "reports" / "lfo_sto_demo.html")
+    print(f"\ninteractive report: {report}\nDagster UI: make ui  ->  http://127.0.0.1:3000")
+    return 0 if crystal_ok and all(o.ok for o in outcomes) else 1
+
+
+def cmd_report(args) -> int:
+    from mmlake.report import write_campaign_report
+
+    lake = Lake(args.lake)
+    out = Path(args.out or lake.home / "reports" / f"{args.campaign}.html")
+    print(write_campaign_report(lake, args.campaign, out))
+    return 0
+
+
+def cmd_crystal(args) -> int:
+    from assets.runner import run_crystal
+
+    lake = Lake(args.lake).ensure()
+    ok = run_crystal(lake, path=args.path, name=args.name, epochs=args.epochs)
+    if ok:
+        print_frame(lake.query(CRYSTAL_SQL))
+    return 0 if ok else 1
 
 
 def cmd_export(args) -> int:
@@ -93,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_sql)
+    p = sub.add_parser("report", help="write the interactive HTML report of a campaign")
+    p.add_argument("campaign")
+    p.add_argument("--out", help="HTML path (default LAKE/reports/CAMPAIGN.html)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("crystal", help="materialize the crystal campaign (UniMat-style) on a dataset")
+    p.add_argument("path", nargs="?", help="CDVAE-layout CSV or folder (default: the shared MP-20 excerpt)")
+    p.add_argument("--name", help="dataset name in the lake (default: the folder/file stem)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.set_defaults(func=cmd_crystal)
     p = sub.add_parser("export", help="export a session's label maps as HyperSpy signals")
     p.add_argument("session", help="session id, e.g. pristine@0.1")
     p.add_argument("--format", choices=["hspy"], default="hspy")

@@ -6,6 +6,8 @@ import os
 
 from dagster import Definitions, define_asset_job
 
+from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource
+from assets.descriptors import region_descriptors
 from assets.features import eds_features, haadf_embeddings
 from assets.ingest import chips, raw_session
 from assets.partitions import session_partitions
@@ -18,7 +20,8 @@ from assets.scaleout import build_dask_job
 from assets.schedules import JOBS as SCHEDULED_JOBS, SCHEDULES
 from assets.sensors import landing_sensor
 
-SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, *SEGMENTATION_ASSETS, agreement]
+SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, *SEGMENTATION_ASSETS, agreement,
+                  region_descriptors]
 
 session_job = define_asset_job(
     "session_job", selection=SESSION_ASSETS, partitions_def=session_partitions,
@@ -30,13 +33,16 @@ session_job_dask = build_dask_job(SESSION_ASSETS)
 def all_resources(lake_home: str | os.PathLike | None = None) -> dict:
     """Resources for the code location; the lake folder defaults to $MMLAKE_HOME / ./.mmlake."""
     return {"lake": LakeResource(home=str(lake_home or "")), "encoder": EncoderResource(),
-            "landing": LandingResource(lake_home=str(lake_home or ""))}
+            "landing": LandingResource(lake_home=str(lake_home or "")), "crystal_dataset": CrystalDatasetResource()}
 
+
+crystal_job = define_asset_job("crystal_job", selection=CRYSTAL_ASSETS,
+                               description="The crystal campaign on one dataset: structures to benchmark.")
 
 defs = Definitions(
-    assets=SESSION_ASSETS,
+    assets=[*SESSION_ASSETS, *CRYSTAL_ASSETS],
     resources=all_resources(),
-    jobs=[session_job, session_job_dask, *SCHEDULED_JOBS],
+    jobs=[session_job, session_job_dask, crystal_job, *SCHEDULED_JOBS],
     asset_checks=build_asset_checks(SESSION_ASSETS),
     sensors=[landing_sensor],
     schedules=SCHEDULES,

@@ -11,7 +11,6 @@ from assets.common import png_md, session_id, write_result
 from assets.ingest import chips
 from assets.partitions import session_partitions
 from mmlake import plots
-from mmlake.chips import ChipGrid
 from mmlake.encoders.vgg16 import WeightsUnavailableError
 from mmlake.features import load_grid
 from resources.encoder import EncoderResource
@@ -43,7 +42,7 @@ def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder
                   for name in encoder.haadf_encoders]
     else:
         stack = lk.get_array(grid_row["haadf_stack_sha"])
-        image = _image_from_stack(stack, grid)
+        image = grid.untile(stack)
         for name in encoder.haadf_encoders:
             try:
                 enc = encoder.build(name)
@@ -79,12 +78,6 @@ def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder
                                                        + (f" ({r['reason']})" if r.get("reason") else "")
                                                        for r in status)), **meta},
     )
-
-
-def _image_from_stack(stack: np.ndarray, grid: ChipGrid) -> np.ndarray:
-    """The covered HAADF area rebuilt from the chip stack (context windows for the fft encoder)."""
-    p = grid.chip_px
-    return stack.reshape(grid.n_rows, grid.n_cols, p, p).swapaxes(1, 2).reshape(grid.n_rows * p, grid.n_cols * p)
 
 
 @asset(

@@ -65,7 +65,7 @@ def chips(context: AssetExecutionContext, lake: LakeResource):
         if session.haadf is None:
             raise ValueError(f"session {sid}: no chip_px in session.yaml and no HAADF image to derive it "
                              "from; set chip_px")
-        chip_px, derivation = suggest_chip_px(session.haadf, session.pixel_size_nm)
+        chip_px, derivation = suggest_chip_px(session.haadf, session.pixel_size_nm, session=sid)
         chip_source = "lattice"
     grid = ChipGrid.fit(session.shape, chip_px, sid)
     check_support(session.manifest.support, grid, sid)

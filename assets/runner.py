@@ -102,3 +102,20 @@ def ingest(
         outcomes.append(IngestOutcome(str(folder), m.session_id, result.success, msg))
         progress(f"{'done' if result.success else 'FAILED'} {m.session_id}: {msg}")
     return outcomes
+
+
+def run_crystal(lake: Lake, instance: DagsterInstance | None = None, path: str | None = None,
+                name: str | None = None, reference_only: bool = False, epochs: int = 100) -> bool:
+    """Materialize the crystal group on a dataset (all of it, or just structures + reference spacings)."""
+    from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource, crystal_reference_spacings, structures
+    from assets.definitions import all_resources
+
+    selection = [structures, crystal_reference_spacings] if reference_only else CRYSTAL_ASSETS
+    resources = {**all_resources(lake.home),
+                 "crystal_dataset": CrystalDatasetResource(path=path or "", name=name or "", epochs=epochs)}
+    result = materialize(CRYSTAL_ASSETS, selection=selection, instance=instance or dagster_instance(),
+                         resources=resources, raise_on_error=False,
+                         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    if not result.success:
+        print(f"FAILED crystal group: {step_error(result)}")
+    return result.success

@@ -125,7 +125,8 @@ def build_segmentation_asset(method: str) -> AssetsDefinition:
                          "n_labels": int(res.labels.max()) + 1, "features": json.dumps(chosen.get(res.modality, chosen)),
                          "class_names": res.class_names or None, "params": json.dumps(res.params, default=str)})
         runs_frame = pl.DataFrame(runs, schema_overrides={"class_names": pl.List(pl.Utf8)})
-        png = plots.segmentation_overlay(_haadf_image(lk, grid_row, grid),
+        haadf = grid.untile(lk.get_array(grid_row["haadf_stack_sha"])) if grid_row["haadf_stack_sha"] else None
+        png = plots.segmentation_overlay(haadf,
                                          {(method, r.modality): r.labels for r in results}, grid, f"{sid} {method}")
         return write_result(
             context, lk, code_version=SEGMENTATION_VERSION,
@@ -137,14 +138,6 @@ def build_segmentation_asset(method: str) -> AssetsDefinition:
         )
 
     return _segmentation
-
-
-def _haadf_image(lk, grid_row, grid):
-    if grid_row["haadf_stack_sha"] is None:
-        return None
-    p = grid.chip_px
-    stack = lk.get_array(grid_row["haadf_stack_sha"])
-    return stack.reshape(grid.n_rows, grid.n_cols, p, p).swapaxes(1, 2).reshape(grid.n_rows * p, grid.n_cols * p)
 
 
 SEGMENTATION_ASSETS = [build_segmentation_asset(m) for m in METHODS]

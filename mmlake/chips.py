@@ -58,6 +58,12 @@ class ChipGrid:
         return (cropped.reshape(self.n_rows, p, self.n_cols, p).swapaxes(1, 2)
                 .reshape(self.n_chips, p, p))
 
+    def untile(self, stack: np.ndarray) -> np.ndarray:
+        """(n_chips, chip_px, chip_px) stack -> the covered image (inverse of `tiles`)."""
+        p = self.chip_px
+        return (np.asarray(stack).reshape(self.n_rows, self.n_cols, p, p).swapaxes(1, 2)
+                .reshape(self.n_rows * p, self.n_cols * p))
+
     def chip_map(self, values: np.ndarray) -> np.ndarray:
         """Per-chip values -> (n_rows, n_cols) map."""
         return np.asarray(values).reshape(self.n_rows, self.n_cols)

@@ -28,7 +28,7 @@ label. For each region:
   square's strongest lattice peak to the lattice threshold (> 0: a lattice was found).
 
 Output: two polars frames (:class:`RegionFrames`) in the lake's ``regions`` and
-``region_composition`` layout (``sql/descriptors_schema.sql``); the role of each region is filled
+``region_composition`` layout (``sql/schema.sql``); the role of each region is filled
 by :mod:`mmlake.roles`. :func:`describe_session` runs every segmentation of a session, assigns roles
 and computes the ordered-vs-disordered shift: the one call a Dagster asset makes.
 

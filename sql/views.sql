@@ -3,66 +3,6 @@
 -- invent: a session or method without output simply has no rows here, and every view works on an
 -- empty lake.
 
--- ------------------------------------------------------------ tables the views read
--- DuckDB binds a view's tables when the view is created, so the descriptor tables must exist first.
--- Until sql/descriptors_schema.sql is merged into sql/schema.sql, the same statements stand here; once
--- merged they are no-ops (schema.sql always runs before this file) and this block can be deleted.
-CREATE TABLE IF NOT EXISTS regions (
-    session_id         VARCHAR NOT NULL,
-    method             VARCHAR NOT NULL,   -- louvain, agglomerative, fewshot, truth (ground truth), ...
-    modality           VARCHAR NOT NULL,   -- haadf, eds, ensemble, ensemble_auto
-    region             INTEGER NOT NULL,   -- the label
-    role               VARCHAR,            -- substrate, film_ordered, film_disordered, cap, interface, film, unknown
-    role_source        VARCHAR,            -- class_names (few-shot/truth), rule (clustering), manifest (roles:)
-    role_reason        VARCHAR,            -- the numbers that decided the role
-    n_chips            INTEGER NOT NULL,
-    area_nm2           DOUBLE,             -- n_chips * (chip_px * pixel_size_nm)^2
-    eds_counts         DOUBLE,             -- counts of the region's summed spectrum; NULL without EDS
-    d_spacing_nm       DOUBLE,             -- lattice period of the FFT of the largest square inside the region
-    d_spacing_unc_nm   DOUBLE,             -- width-based (resolution) uncertainty of it
-    d_spacing_note     VARCHAR,            -- why d_spacing_nm is NULL (amorphous, single chip, square too small, no HAADF)
-    lattice_strength   DOUBLE,             -- ln(peak/background ratio / lattice threshold) of the square; > 0 = lattice
-    crystallinity      DOUBLE,             -- fraction of the region's chips whose FFT window shows a 2-D lattice
-    square_px          INTEGER,            -- side of the largest square inside the region, px
-    square_row         INTEGER,            -- its top-left chip (row, col)
-    square_col         INTEGER,
-    materialization_id VARCHAR NOT NULL
-);
-
--- Cliff-Lorimer at.% of each region's SUMMED spectrum (exspy); one row per declared element plus
--- 'Extraneous' (every other quantified element), adding up to 100. NULL where the summed spectrum has
--- no counts. No rows for sessions without EDS.
-CREATE TABLE IF NOT EXISTS region_composition (
-    session_id         VARCHAR NOT NULL,
-    method             VARCHAR NOT NULL,
-    modality           VARCHAR NOT NULL,
-    region             INTEGER NOT NULL,
-    element            VARCHAR NOT NULL,
-    atomic_percent     DOUBLE,
-    materialization_id VARCHAR NOT NULL
-);
-
--- The preprint's comparison (II.B, Figs. 4-5): chip-weighted composition of all film_disordered vs all
--- film_ordered regions of one segmentation, percent_diff = 100 * (disordered - ordered) / ordered.
--- Rows only where a segmentation has both roles. The view `composition_shift` adds campaign/sample/dose.
-CREATE TABLE IF NOT EXISTS ordered_disordered_shift (
-    session_id           VARCHAR NOT NULL,
-    method               VARCHAR NOT NULL,
-    modality             VARCHAR NOT NULL,
-    element              VARCHAR NOT NULL,
-    ordered_at_pct       DOUBLE,
-    disordered_at_pct    DOUBLE,
-    percent_diff         DOUBLE,
-    ordered_renorm_pct   DOUBLE,             -- the same compositions renormalised over the compared elements
-    disordered_renorm_pct DOUBLE,            -- (La + Fe + O = 100): removes dilution by cap/substrate signal
-    percent_diff_renorm  DOUBLE,
-    ordered_n_chips      INTEGER,
-    disordered_n_chips   INTEGER,
-    ordered_n_regions    INTEGER,
-    disordered_n_regions INTEGER,
-    materialization_id   VARCHAR NOT NULL
-);
-
 -- ------------------------------------------------------------ descriptors
 -- One row per session x method x modality x region x element, with campaign, sample and dose from
 -- `sessions` and the region's physical descriptors. Regions of sessions without EDS appear once with
@@ -142,3 +82,22 @@ CREATE OR REPLACE VIEW lineage_files AS
 SELECT l.root_id, l.depth, l.materialization_id, l.session_id, sf.role, sf.file_name, sf.sha256, sf.bytes
 FROM lineage AS l
 JOIN session_files AS sf ON sf.materialization_id = l.materialization_id;
+
+-- ------------------------------------------------------------ phase_d_spacing
+-- The same material seen by two modalities: for STEM regions whose role names a known phase
+-- (phase_roles), the measured FFT d-spacing next to every reference d(hkl) of that phase from the
+-- crystal campaign's pymatgen structures; is_closest marks the reference plane nearest the measurement.
+CREATE OR REPLACE VIEW phase_d_spacing AS
+SELECT
+    s.campaign, s.sample, s.dose_dpa, r.session_id, r.method, r.modality, r.region, r.role,
+    p.phase, r.d_spacing_nm AS measured_d_nm, r.d_spacing_unc_nm AS measured_unc_nm,
+    c.hkl, c.d_ang / 10.0 AS reference_d_nm, c.source AS reference_source,
+    r.d_spacing_nm - c.d_ang / 10.0 AS difference_nm,
+    row_number() OVER (PARTITION BY r.session_id, r.method, r.modality, r.region, c.source
+                       ORDER BY abs(r.d_spacing_nm - c.d_ang / 10.0)) = 1 AS is_closest,
+    r.materialization_id
+FROM regions AS r
+JOIN sessions AS s USING (session_id)
+JOIN phase_roles AS p ON p.role = r.role AND (p.campaign IS NULL OR p.campaign = s.campaign)
+JOIN crystal_reference_spacings AS c ON c.phase = p.phase
+WHERE r.d_spacing_nm IS NOT NULL;

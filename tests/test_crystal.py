@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 
 import duckdb
+
+from mmlake.lake import apply_schema
 import numpy as np
 import polars as pl
 import pytest
@@ -19,7 +21,6 @@ from mmlake.crystal.structures import DEFAULT_DATA, load_structures
 
 TRAIN_CSV = DEFAULT_DATA / "train.csv"
 needs_data = pytest.mark.skipif(not TRAIN_CSV.exists(), reason=f"shared data not found at {TRAIN_CSV}")
-SCHEMA = Path(__file__).resolve().parents[1] / "sql" / "crystal_schema.sql"
 TINY = dict(epochs=6, batch_size=32, lr=3e-3, emb_dim=16, hidden=32, xrd_channels=(4, 4, 8, 8, 8), seed=7)
 
 
@@ -225,7 +226,7 @@ def test_stage_tables_fit_the_ddl(tiny):
     assert set(bm.summary["variant"]) == {"baseline", "xrd", "fused"}
     assert bm.side_by_side.height == 3 + PREPRINT_TABLE2.height
     con = duckdb.connect()
-    con.execute(SCHEMA.read_text())  # as mmlake.lake.apply_schema runs sql/schema.sql, where this DDL will go
+    apply_schema(con)  # the lake schema, as every write connection applies it
     frames = {
         "structures": ss.table("t"), "xrd_patterns": xrd.table("t", "0" * 64),
         "composition_features": comp.table("t"), "composition_feature_names": comp.names_table("t"),

@@ -48,6 +48,7 @@ def test_landing_to_queryable(dagster_server):
     evals = {e["evaluation"]["checkName"]: e["evaluation"]["success"]
              for e in checks["runOrError"]["eventConnection"]["events"] if e["__typename"] == "AssetCheckEvaluationEvent"}
     assert evals.get("chips_cover_image") is True and evals.get("rows_have_materialization") is True, evals
+    assert all(evals.values()), evals  # compositions_sum_to_100 too, once the descriptors asset exists
     print(f"\n[e2e] landing -> chips queryable: {info['first_seen'].get('chips', float('nan')):.1f} s; "
           f"-> {info['last_asset']}: {info['seconds_last_asset']:.1f} s; "
           f"run finished: {info['seconds_run_done']:.1f} s")

@@ -17,7 +17,7 @@ CRYSTALLINE_REGIONS = {"substrate", "film_ordered", "film_defect"}
 @pytest.fixture(scope="module")
 def chips():
     rng = np.random.default_rng(0)
-    c = rng.random((10, 15, 15), dtype=np.float32) * 300
+    c = rng.random((6, 15, 15), dtype=np.float32) * 300
     c[3] = 7.0  # constant chip: min-max scaling must not divide by zero
     return c
 
@@ -35,7 +35,7 @@ def test_registry():
 
 def test_vgg16_random_shapes_determinism_provenance(chips, vgg_random):
     out = vgg_random.encode(chips, batch_size=4, device="cpu")
-    assert out.shape == (10, 512) and out.dtype == np.float32
+    assert out.shape == (6, 512) and out.dtype == np.float32
     assert np.all(np.isfinite(out)) and (out != 0).any(axis=1).all()
     again = get_encoder("vgg16", weights="random", seed=0).encode(chips, batch_size=4)
     np.testing.assert_array_equal(out, again)
@@ -51,7 +51,7 @@ def test_vgg16_random_shapes_determinism_provenance(chips, vgg_random):
 
 def test_vgg16_batch_size_invariant(chips, vgg_random):
     ref = vgg_random.encode(chips, batch_size=64)
-    for bs in (1, 3, 7):
+    for bs in (1, 4):
         np.testing.assert_allclose(vgg_random.encode(chips, batch_size=bs), ref, atol=1e-5, rtol=1e-4)
 
 

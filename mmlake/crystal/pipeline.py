@@ -8,7 +8,7 @@
     crystal_reference_spacings_stage(structures)             -> pl.DataFrame
     run_crystal_pipeline(csv_path, device, params, progress) -> CrystalPipelineResult (all + timings)
 
-Every result has `.table(dataset)` giving the frame for its lake table (sql/crystal_schema.sql) minus
+Every result has `.table(dataset)` giving the frame for its lake table (sql/schema.sql) minus
 `materialization_id`, and a `from_table` path back (structures_from_table, XRDPatterns.from_table(table, matrix),
 CompositionFeatures.from_table, encoders_from_table(models_table, {sha: bytes})), so thin Dagster
 assets can reload upstream outputs from the lake.
@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import polars as pl
 
 from mmlake.crystal.composition import CompositionFeatures, composition_features

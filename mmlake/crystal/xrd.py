@@ -14,7 +14,7 @@ window still contributes its tail, and a peak just inside loses the part of its 
 outside the window (the detector range ends there). Nothing is renormalised to hide this: the
 fraction of the Gaussian mass of all computed sticks (window + margins) that falls off the grid is
 reported per pattern as `edge_loss_fraction` (0 when every stick is further than ~3 sigma from an
-edge; median ~1e-7 on MP-20, max a few %). With Cu K-alpha and cells of at most ~20 Å the lowest reflection is above ~4 deg, so only
+edge; on MP-20 structures median 0.5 %, max 8 %, all from sticks within ~1.5 deg of 90 deg). With Cu K-alpha and cells of at most ~20 Å the lowest reflection is above ~4 deg, so only
 the 90-deg edge matters in practice.
 
 The stored pattern is normalised to max = 1 (float32) after the integral is measured.

@@ -37,7 +37,7 @@ def get_encoder(name: str, **cfg: Any) -> ChipEncoder:
     """Build the encoder registered as ``name`` with its configuration ``cfg``.
 
     vgg16: ``weights`` ("imagenet" | "random" | "/path/to/vgg16.pth"), ``seed`` (random only),
-    ``precision`` ("fp32" | "bf16" | "fp16"; the latter two on CUDA only), ``channels_last``.
+    ``precision`` ("fp32" | "bf16" | "fp16"; the latter two on CUDA only), ``channels_last`` (True).
     fft: ``window_px``, ``n_radial``, ``n_angular`` (see mmlake.encoders.fft).
     """
     if name not in _REGISTRY:
