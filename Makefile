@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: install demo demo-crystal test ui bench clean
+.PHONY: install demo demo-crystal chromium test ui bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 demo-crystal: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/mmlake crystal
 
-test: install
+# Browser tests drive Debian's chromium (never a downloaded browser build).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium
 	$(BIN)/pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml

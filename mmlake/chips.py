@@ -76,6 +76,28 @@ class ChipGrid:
         return out
 
 
+def centred_windows(image: np.ndarray, grid: ChipGrid, window_px: int):
+    """Square windows of max(window_px, chip_px) centred on each chip, image edges mirrored.
+
+    Returns (w, get): `get(slice)` gives the (k, w, w) float64 windows of those chips. Used where a
+    chip is smaller than the few lattice periods an FFT needs (the fft encoder, region crystallinity).
+    """
+    img = grid.crop(np.asarray(image, dtype=np.float64))
+    p = grid.chip_px
+    w = pad = max(int(window_px), p)
+    padded = np.pad(img, pad, mode="reflect" if min(img.shape) > pad else "wrap")
+    rows, cols = grid.rows_cols()
+    top = rows * p + (p - w) // 2 + pad
+    left = cols * p + (p - w) // 2 + pad
+    ar = np.arange(w)
+
+    def get(sl: slice) -> np.ndarray:
+        t, l = top[sl], left[sl]
+        return padded[(t[:, None] + ar)[:, :, None], (l[:, None] + ar)[:, None, :]]
+
+    return w, get
+
+
 def check_support(support: dict[str, tuple[tuple[int, int], ...]], grid: ChipGrid, session_id: str) -> None:
     """Few-shot support chips must lie on the grid; say which one does not and how big the grid is."""
     for cls, chips in support.items():

@@ -44,7 +44,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from mmlake.chips import ChipGrid
+from mmlake.chips import ChipGrid, centred_windows
 
 METHOD_VERSION = "1"
 EXTRANEOUS = "Extraneous"
@@ -154,15 +154,6 @@ def largest_square(mask: np.ndarray) -> tuple[int, int, int]:
     return side, int(r), int(c)
 
 
-def untile(stack: np.ndarray, grid: ChipGrid) -> np.ndarray:
-    """Inverse of :meth:`ChipGrid.tiles`: ``(n_chips, p, p)`` -> ``(n_rows * p, n_cols * p)``."""
-    p = grid.chip_px
-    a = np.asarray(stack)
-    if a.shape != (grid.n_chips, p, p):
-        raise ValueError(f"stack must be (n_chips, chip_px, chip_px) = {(grid.n_chips, p, p)}, got {a.shape}")
-    return a.reshape(grid.n_rows, grid.n_cols, p, p).swapaxes(1, 2).reshape(grid.n_rows * p, grid.n_cols * p)
-
-
 def chip_crystallinity(
     grid: ChipGrid,
     haadf: np.ndarray,
@@ -180,20 +171,10 @@ def chip_crystallinity(
     """
     from mmlake.lattice import crystallinity_stack
 
-    img = grid.crop(np.asarray(haadf, dtype=np.float64))
-    p = grid.chip_px
-    w = max(int(window_px), p)
-    pad = w
-    mode = "reflect" if min(img.shape) > pad else "wrap"
-    padded = np.pad(img, pad, mode=mode)
-    rows, cols = grid.rows_cols()
-    top = rows * p + (p - w) // 2 + pad
-    left = cols * p + (p - w) // 2 + pad
-    ar = np.arange(w)
+    _, window = centred_windows(haadf, grid, window_px)
     out = np.zeros(grid.n_chips, dtype=np.float32)
     for s in range(0, grid.n_chips, batch):
-        t, l = top[s:s + batch], left[s:s + batch]
-        win = padded[(t[:, None] + ar)[:, :, None], (l[:, None] + ar)[:, None, :]]
+        win = window(slice(s, s + batch))
         with np.errstate(divide="ignore", invalid="ignore"):  # period of windows without a peak: NaN
             st = crystallinity_stack(win, noise_factor=noise_factor)
         out[s:s + batch] = (st["lattice2d"] - st["log_threshold"]) > 0
@@ -556,7 +537,7 @@ def describe_lake_session(lake, session_id: str, *, include_truth: bool = True, 
     manifest = sess.get("manifest") or {}
     haadf = None
     if grid_row.get("haadf_stack_sha"):
-        haadf = untile(np.asarray(lake.get_array(grid_row["haadf_stack_sha"]), dtype=np.float32), grid)
+        haadf = grid.untile(np.asarray(lake.get_array(grid_row["haadf_stack_sha"]), dtype=np.float32))
     sums = lake.get_array(grid_row["eds_sums_sha"]) if grid_row.get("eds_sums_sha") else None
     energy = ((float(grid_row["energy_offset_kev"]), float(grid_row["energy_scale_kev"]))
               if sums is not None else None)

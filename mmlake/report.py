@@ -63,7 +63,6 @@ def _binned(img: np.ndarray, max_px: int = 192) -> tuple[np.ndarray, int]:
 def collect_campaign(lake, campaign: str, with_images: bool = True) -> CampaignData:
     """Read everything the report shows for ``campaign`` from the lake."""
     from mmlake.chips import ChipGrid
-    from mmlake.descriptors import untile
 
     sessions = lake.query("select * from sessions where campaign = ? order by sample, dose_dpa", [campaign])
     ids = sessions["session_id"].to_list() if len(sessions) else []
@@ -82,7 +81,7 @@ def collect_campaign(lake, campaign: str, with_images: bool = True) -> CampaignD
             if g.get("haadf_stack_sha"):
                 try:
                     grid = ChipGrid(int(g["chip_px"]), int(g["n_rows"]), int(g["n_cols"]))
-                    img = untile(lake.get_array(g["haadf_stack_sha"], mmap=True), grid)
+                    img = grid.untile(lake.get_array(g["haadf_stack_sha"], mmap=True))
                     data.images[g["session_id"]] = _binned(np.asarray(img, dtype=np.float32))
                 except Exception:  # a missing object must not cost the whole report
                     pass

@@ -27,7 +27,6 @@ from mmlake.descriptors import (
     largest_square,
     quantify_region,
     region_descriptors,
-    untile,
 )
 from mmlake.lake import Lake, Provenance
 from mmlake.roles import SHIFT_TABLE, assign_roles, composition_shift, parse_overrides
@@ -121,7 +120,7 @@ def test_largest_square_matches_brute_force():
 def test_untile_inverts_tiles():
     g = ChipGrid(4, 3, 5)
     img = np.arange(12 * 20, dtype=np.float32).reshape(12, 20)
-    assert np.array_equal(untile(g.tiles(img), g), img)
+    assert np.array_equal(g.untile(g.tiles(img)), img)
 
 
 # ------------------------------------------------------------------------------- physics vs truth

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from mmlake.chips import ChipGrid, centred_windows
 from mmlake.encoders.base import ChipEncoder, check_batch_size, check_chips
 from mmlake.encoders.device import resolve_device
 
@@ -112,7 +113,6 @@ class FFTEncoder(ChipEncoder):
                 f"image {H}x{W} px with chip_px={p} gives a {n_rows}x{n_cols} grid "
                 f"({n_rows * n_cols} chips) but {n} chips were given"
             )
-        img = img.astype(np.float64)
         for ci in sorted({0, min(1, n - 1), min(n_cols, n - 1), n - 1}):  # catches a transposed grid
             r, c = divmod(ci, n_cols)
             if not np.allclose(img[r * p:(r + 1) * p, c * p:(c + 1) * p], chips[ci], rtol=1e-5, atol=1e-5):
@@ -120,19 +120,7 @@ class FFTEncoder(ChipEncoder):
                     f"chip {ci} does not equal image tile (row {r}, col {c}): chips must be cut from "
                     "`image` on the grid origin (0, 0), chip_index = row * n_cols + col"
                 )
-        w = max(self.window_px, p)
-        pad = w
-        padded = np.pad(img, pad, mode="reflect") if min(H, W) > pad else np.pad(img, pad, mode="wrap")
-        rows, cols = np.divmod(np.arange(n), n_cols)
-        top = rows * p + (p - w) // 2 + pad
-        left = cols * p + (p - w) // 2 + pad
-        ar = np.arange(w)
-
-        def get(sl):
-            t, l = top[sl], left[sl]
-            return padded[(t[:, None] + ar)[:, :, None], (l[:, None] + ar)[:, None, :]]
-
-        return w, get
+        return centred_windows(img, ChipGrid(p, n_rows, n_cols), self.window_px)
 
     def _bins(self, w: int):
         from mmlake.lattice import K_MIN_BINS, SCAN_LINE_COLUMNS, frequency_grid
