@@ -59,7 +59,8 @@ DEMO_QUERIES = [
      "select session_id, pair, round(ami, 3) as ami from agreement where method = 'fewshot' "
      "and pair not like '%truth' order by session_id, pair"),
     ("disordered-vs-ordered film, O percent difference per method (ensemble):",
-     "select sample, dose_dpa, method, round(percent_diff, 1) as o_shift_pct from composition_shift "
+     "select sample, dose_dpa, method, round(percent_diff, 1) as o_shift_pct, "
+     "round(percent_diff_renorm, 1) as o_shift_la_fe_o_renorm_pct from composition_shift "
      "where element = 'O' and modality = 'ensemble' order by sample, dose_dpa, method"),
     ("ordered-film d-spacing next to the LaFeO3 reference (nm):",
      "select session_id, method, round(measured_d_nm, 4) as measured, hkl, round(reference_d_nm, 4) as reference "

@@ -220,7 +220,8 @@ def crystallinity_stack(
             offs.append(np.where(curv < 0, np.clip(0.5 * (a - b) / curv, -0.5, 0.5), 0.0))
     kyr = ky.ravel()[ib] + offs[0] / h
     kxr = kx.ravel()[ib] + offs[1] / w
-    period = np.where(found, 1.0 / np.hypot(kyr, kxr), np.nan)
+    with np.errstate(divide="ignore"):  # windows without a peak sit at k = 0: their period is NaN
+        period = np.where(found, 1.0 / np.hypot(kyr, kxr), np.nan)
     return {"peak": s1, "lattice2d": s2, "period_px": period, "log_threshold": log_thr,
             "logp": logp, "valid": valid}
 
