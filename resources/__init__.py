@@ -2,5 +2,6 @@
 
 from resources.encoder import EncoderResource
 from resources.lake import LakeResource
+from resources.landing import LandingResource
 
-__all__ = ["EncoderResource", "LakeResource"]
+__all__ = ["EncoderResource", "LakeResource", "LandingResource"]

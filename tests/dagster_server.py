@@ -60,6 +60,7 @@ class DagsterServer:
     log_path: Path
     token: str
     ingested: dict = field(default_factory=dict)
+    ingest_error: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -75,7 +76,9 @@ class DagsterServer:
 
     def log_tail(self, n: int = 60) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines()
+                     if "Checking for new runs for sensor" not in ln and "skipped: no new sessions" not in ln]
+            return "\n".join(lines[-n:])
         except OSError:
             return ""
 
@@ -115,6 +118,7 @@ class DagsterServer:
                             f"{self.log_tail()}")
             try:
                 value = fn()
+                last_exc = None
                 if value:
                     return value
             except Exception as exc:  # not ready yet (no lake, locked, server busy)
@@ -137,6 +141,15 @@ class DagsterServer:
         with the landing-to-queryable times (last asset, and every asset)."""
         if self.ingested:
             return self.ingested
+        if self.ingest_error:  # failed once for this server: do not drop it again
+            pytest.fail(f"the synthetic session did not ingest earlier in this test session: {self.ingest_error}")
+        try:
+            return self._ingest_synthetic()
+        except BaseException as exc:
+            self.ingest_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise
+
+    def _ingest_synthetic(self) -> dict:
         from assets.definitions import SESSION_ASSETS
         from mmlake.synth import SessionSpec, write_session
 
@@ -150,6 +163,10 @@ class DagsterServer:
         first: dict[str, float] = {}
 
         def current():
+            runs = self.session_runs(sid)
+            failed = [r["runId"] for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+            if failed and not any(r["status"] not in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+                pytest.fail(f"{sid}: run(s) {failed} failed. Server log tail:\n{self.log_tail(120)}")
             rows = self.mmlake_sql(f"select asset_key from materializations where session_id = '{sid}' "
                                    "and is_current")
             for r in rows:
