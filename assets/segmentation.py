@@ -75,9 +75,14 @@ def load_modalities(lk, sid: str, config: SegmentationConfig) -> tuple[dict[str,
             values, elements = comp
             feats["eds"], n_filled = fill_missing(values)
             chosen["eds"] = {"features": "cl_atomic_percent", "elements": elements, "chips_without_counts": n_filled}
+    for modality in list(feats):  # a modality without contrast (e.g. a flat image) cannot vote
+        if not np.any(np.ptp(feats[modality], axis=0) > 0):
+            del feats[modality]
+            chosen[modality] = {"dropped": "all chips have identical features in this modality"}
     if not feats:
-        raise SessionError(sid, f"no features to segment: HAADF encoders present {encoders or 'none'}, "
-                                "no EDS composition; materialize haadf_embeddings / eds_features first")
+        raise SessionError(sid, f"nothing to segment: {chosen or 'no features'}; HAADF encoders present: "
+                                f"{encoders or 'none'}. Materialize haadf_embeddings / eds_features, or check "
+                                "that the session's images and spectra have contrast")
     return feats, chosen
 
 
@@ -97,6 +102,9 @@ def build_segmentation_asset(method: str) -> AssetsDefinition:
         grid_row, grid = load_grid(lk, sid)
         sess = session_row(lk, sid)
         feats, chosen = load_modalities(lk, sid, config)
+        for modality, why in chosen.items():
+            if isinstance(why, dict) and "dropped" in why:
+                context.log.warning(f"{sid}: {method}: modality {modality} left out: {why['dropped']}")
         support = support_indices(sess["manifest"], grid.n_cols) if method == "fewshot" else None
         if method == "fewshot" and not support:
             context.log.warning(f"{sid}: few-shot skipped: session.yaml has no 'support' chips")

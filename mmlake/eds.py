@@ -540,6 +540,9 @@ def quantify_chips(
             at[valid, 0] = 100.0
         elif valid.any():
             at[valid] = _cliff_lorimer(s, setup, I, valid, grid)
+        # a chip whose fitted line intensities are all noise (e.g. a handful of counts) can come back
+        # all-zero from exspy: that is no composition, so NULL like an empty chip
+        at[~np.isclose(np.nansum(at, axis=1), 100.0, atol=0.5)] = np.nan
     params = {
         "intensity_method": intensity_method,
         "families": families,

@@ -61,11 +61,14 @@ def eds_composition(lake: Lake, session_id: str) -> tuple[np.ndarray, list[str]]
 
 
 def fill_missing(features: np.ndarray) -> tuple[np.ndarray, int]:
-    """Replace NaN rows/cells (chips without counts) by the column mean, so they sit at the centre of
-    the feature space instead of breaking distance computations. Returns the count of filled chips."""
+    """Replace NaN cells (chips without counts) by the column mean, so those chips sit at the centre of
+    the feature space instead of breaking distance computations; columns with no value at all are
+    dropped. Returns the features and the number of chips that had a gap."""
+    bad = ~np.isfinite(features)
+    features = features[:, ~bad.all(axis=0)]
     bad = ~np.isfinite(features)
     n_bad = int(bad.any(axis=1).sum())
     if n_bad:
         means = np.nanmean(np.where(bad, np.nan, features), axis=0)
-        features = np.where(bad, np.nan_to_num(means)[None, :], features)
+        features = np.where(bad, means[None, :], features)
     return features, n_bad
