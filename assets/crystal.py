@@ -50,7 +50,7 @@ def _load(lk, dataset: str):
 
     st = structures_from_table(lk.query("select * from structures where dataset = ?", [dataset]))
     xdf = lk.query("select * from xrd_patterns where dataset = ?", [dataset])
-    xr = XRDPatterns.from_table(xdf, lk.get_array(xdf["matrix_sha256"][0])) if len(xdf) else None
+    xr = XRDPatterns.from_table(xdf, lk.get_array(xdf["pattern_matrix_sha"][0]))
     cf = CompositionFeatures.from_table(lk.query("select * from composition_features where dataset = ?", [dataset]))
     return st, xr, cf
 
