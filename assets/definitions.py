@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, define_asset_job
+from dagster import Definitions, define_asset_job, multiprocess_executor
 
 from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource
 from assets.descriptors import region_descriptors
@@ -36,12 +36,21 @@ def all_resources(lake_home: str | os.PathLike | None = None) -> dict:
             "landing": LandingResource(lake_home=str(lake_home or "")), "crystal_dataset": CrystalDatasetResource()}
 
 
+# Each step of the multiprocess executor is a new process; forkserver with these modules preloaded
+# starts steps from a warm parent instead of re-importing Dagster, HyperSpy and exspy every time
+# (bench/steps.py, 4 session steps of a tiny session: 33 s -> 17 s with the machine loaded by other
+# work, 17.5 s -> 16.5 s idle, where in-process takes 16.6 s: the CLI run itself dominates then).
+PRELOAD = ["assets.definitions", "hyperspy.api", "exspy"]
+executor = multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}, name="multiprocess_forkserver")
+
 crystal_job = define_asset_job("crystal_job", selection=CRYSTAL_ASSETS,
                                description="The crystal campaign on one dataset: structures to benchmark.")
 
 defs = Definitions(
     assets=[*SESSION_ASSETS, *CRYSTAL_ASSETS],
     resources=all_resources(),
+    executor=executor,
     jobs=[session_job, session_job_dask, crystal_job, *SCHEDULED_JOBS],
     asset_checks=build_asset_checks(SESSION_ASSETS),
     sensors=[landing_sensor],
