@@ -42,13 +42,18 @@ def _progress(context):
     return report
 
 
+def _stored_structures(lk, dataset: str):
+    from mmlake.crystal.structures import structures_from_table
+
+    return structures_from_table(lk.query("select * from structures where dataset = ?", [dataset]))
+
+
 def _load(lk, dataset: str):
     """Structures, XRD patterns and composition features of a dataset, rebuilt from the lake."""
     from mmlake.crystal.composition import CompositionFeatures
-    from mmlake.crystal.structures import structures_from_table
     from mmlake.crystal.xrd import XRDPatterns
 
-    st = structures_from_table(lk.query("select * from structures where dataset = ?", [dataset]))
+    st = _stored_structures(lk, dataset)
     xdf = lk.query("select * from xrd_patterns where dataset = ?", [dataset])
     xr = XRDPatterns.from_table(xdf, lk.get_array(xdf["pattern_matrix_sha"][0]))
     cf = CompositionFeatures.from_table(lk.query("select * from composition_features where dataset = ?", [dataset]))
@@ -81,10 +86,8 @@ def structures(context: AssetExecutionContext, lake: LakeResource, crystal_datas
        description="Cu K-alpha XRD patterns (pymatgen XRDCalculator), Gaussian-smeared (sigma 0.3 deg) onto an "
                    "even 2-theta grid 0-90 deg, normalised; the pattern matrix is an .npy object in the lake.")
 def xrd_patterns(context: AssetExecutionContext, lake: LakeResource, crystal_dataset: CrystalDatasetResource):
-    from mmlake.crystal.structures import structures_from_table
-
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
-    st = structures_from_table(lk.query("select * from structures where dataset = ?", [ds]))
+    st = _stored_structures(lk, ds)
     xr = xrd_patterns_stage(st, None, _progress(context))
     sha = lk.put_array(xr.patterns)
     return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds, "grid_points": xr.patterns.shape[1]},
@@ -96,10 +99,8 @@ def xrd_patterns(context: AssetExecutionContext, lake: LakeResource, crystal_dat
        description="Magpie-style statistics (mean, deviation, min, max, range, mode) of elemental properties from "
                    "pymatgen's element data; missing properties imputed and reported.")
 def composition_features(context: AssetExecutionContext, lake: LakeResource, crystal_dataset: CrystalDatasetResource):
-    from mmlake.crystal.structures import structures_from_table
-
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
-    st = structures_from_table(lk.query("select * from structures where dataset = ?", [ds]))
+    st = _stored_structures(lk, ds)
     cf = composition_features_stage(st, None, _progress(context))
     return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds},
                         upstream_assets=["structures"],
@@ -152,10 +153,8 @@ def crystal_benchmark(context: AssetExecutionContext, lake: LakeResource, encode
                    "structures, for the view that sets them beside STEM FFT d-spacings.")
 def crystal_reference_spacings(context: AssetExecutionContext, lake: LakeResource,
                                crystal_dataset: CrystalDatasetResource):
-    from mmlake.crystal.structures import structures_from_table
-
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
-    st = structures_from_table(lk.query("select * from structures where dataset = ?", [ds]))
+    st = _stored_structures(lk, ds)
     table = reference_table(crystal_reference_spacings_stage(st), ds)
     return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds},
                         upstream_assets=["structures"], tables={"crystal_reference_spacings": table},

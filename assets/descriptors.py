@@ -14,7 +14,7 @@ REGION_DESCRIPTORS_VERSION = "region_descriptors-1"
 
 @asset(
     partitions_def=session_partitions, group_name="descriptors", code_version=REGION_DESCRIPTORS_VERSION,
-    deps=SEGMENTATION_ASSETS, kinds={"exspy", "duckdb"}, owners=["team:microscopy"], pool="lake",
+    deps=SEGMENTATION_ASSETS, kinds={"exspy", "duckdb"}, owners=["team:microscopy"],
     description="Per session x method x modality x region: chip count, area (nm^2), exspy Cliff-Lorimer "
                 "composition of the region's SUMMED spectrum (the rest as 'Extraneous'), d-spacing from the FFT "
                 "of the largest square inside the region (NULL when amorphous), crystallinity, a physical role, "

@@ -82,7 +82,7 @@ def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder
 
 @asset(
     partitions_def=session_partitions, group_name="features", code_version=EDS_FEATURES_VERSION,
-    deps=[chips], kinds={"exspy", "duckdb"}, owners=["team:microscopy"], pool="lake",
+    deps=[chips], kinds={"exspy", "duckdb"}, owners=["team:microscopy"],
     description="Per chip: the EDS spectrum summed over the chip (from `chips`, cropped >= 0.2 keV) and "
                 "exspy Cliff-Lorimer atomic percents of the session's elements plus the preprint's "
                 "extraneous list, quantified for the whole chip grid at once (grid = navigation space). "

@@ -19,7 +19,7 @@ CHIPS_VERSION = "chips-1"
 
 @asset(
     partitions_def=session_partitions, group_name="ingest", code_version=RAW_SESSION_VERSION,
-    kinds={"duckdb", "hyperspy"}, owners=["team:microscopy"], pool="lake",
+    kinds={"duckdb", "hyperspy"}, owners=["team:microscopy"],
     description="One STEM session: manifest validated, HAADF + EDS opened through RosettaSciIO, grids "
                 "registered, raw files copied immutable into the lake's object folder (sha256), and a "
                 "`sessions` row with calibrations (pixel size nm, energy axis keV).",
@@ -50,7 +50,7 @@ def raw_session(context: AssetExecutionContext, lake: LakeResource):
 
 @asset(
     partitions_def=session_partitions, group_name="ingest", code_version=CHIPS_VERSION,
-    deps=[raw_session], kinds={"duckdb", "numpy"}, owners=["team:microscopy"], pool="lake",
+    deps=[raw_session], kinds={"duckdb", "numpy"}, owners=["team:microscopy"],
     description="Non-overlapping square chips (preprint IV.C): HAADF chip stack and EDS spectra summed per "
                 "chip (streamed from the lazy cube), stored as .npy objects; one `chips` row per chip "
                 "with total counts, mean intensity and ground-truth label where known.",

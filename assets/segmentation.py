@@ -93,7 +93,7 @@ def support_indices(manifest: dict, n_cols: int) -> dict[str, list[int]]:
 def build_segmentation_asset(method: str) -> AssetsDefinition:
     @asset(
         name=f"segmentation_{method}", partitions_def=session_partitions, group_name="segmentation",
-        code_version=SEGMENTATION_VERSION, deps=[haadf_embeddings, eds_features], kinds={"scikitlearn", "duckdb"}, pool="lake",
+        code_version=SEGMENTATION_VERSION, deps=[haadf_embeddings, eds_features], kinds={"scikitlearn", "duckdb"},
         owners=["team:microscopy"], description=DESCRIPTIONS[method] + " Labels per chip for modality haadf, "
         "eds and the multi-modal ensemble (and ensemble_auto: fusion weight chosen without ground truth).",
     )
@@ -153,7 +153,7 @@ SEGMENTATION_ASSETS = [build_segmentation_asset(m) for m in METHODS]
 
 @asset(
     partitions_def=session_partitions, group_name="segmentation", code_version=AGREEMENT_VERSION,
-    deps=SEGMENTATION_ASSETS, kinds={"scikitlearn", "duckdb"}, owners=["team:microscopy"], pool="lake",
+    deps=SEGMENTATION_ASSETS, kinds={"scikitlearn", "duckdb"}, owners=["team:microscopy"],
     description="Adjusted mutual information between modality pairs per method (the preprint's Table I) and, "
                 "where the session has ground truth, AMI and ARI of every labelling against it.",
 )
