@@ -69,8 +69,7 @@ DEMO_QUERIES = [
 
 
 def cmd_demo(args) -> int:
-    from assets.runner import ingest, run_crystal
-    from mmlake.report import write_campaign_report
+    from assets.runner import ingest, run_crystal, run_reports
     from mmlake.synth import build_demo_campaign
 
     lake = Lake(args.lake).ensure()
@@ -85,9 +84,11 @@ def cmd_demo(args) -> int:
     for title, sql in DEMO_QUERIES:
         print(f"\n{title}\n{sql}")
         print_frame(lake.query(sql))
-    report = write_campaign_report(lake, "lfo_sto_demo", lake.home / "reports" / "lfo_sto_demo.html")
-    print(f"\ninteractive report: {report}\nDagster UI: make ui  ->  http://127.0.0.1:3000")
-    return 0 if crystal_ok and all(o.ok for o in outcomes) else 1
+    reports_ok = run_reports(lake)
+    for row in lake.query("select campaign, path from campaign_reports order by 1").to_dicts():
+        print(f"\ninteractive report ({row['campaign']}): {row['path']}")
+    print("Dagster UI: make ui  ->  http://127.0.0.1:3000")
+    return 0 if crystal_ok and reports_ok and all(o.ok for o in outcomes) else 1
 
 
 def cmd_report(args) -> int:

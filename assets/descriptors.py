@@ -1,6 +1,7 @@
 """Group `descriptors`: per-region composition, d-spacing, roles and ordered-vs-disordered shifts."""
 
-from dagster import AssetExecutionContext, MetadataValue, asset
+import polars as pl
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
 from assets.common import png_md, session_id, table_md, write_result
 from assets.partitions import session_partitions
@@ -10,6 +11,7 @@ from mmlake.descriptors import describe_lake_session
 from resources.lake import LakeResource
 
 REGION_DESCRIPTORS_VERSION = "region_descriptors-1"
+CAMPAIGN_REPORTS_VERSION = "campaign_reports-1"
 
 
 @asset(
@@ -34,3 +36,34 @@ def region_descriptors(context: AssetExecutionContext, lake: LakeResource):
                   "n_regions": MetadataValue.int(len(out.regions)),
                   "composition": png_md(plots.composition_bars(shift, f"{sid} ordered vs disordered", out.regions))},
     )
+
+
+@asset(
+    group_name="descriptors", code_version=CAMPAIGN_REPORTS_VERSION, deps=[region_descriptors],
+    kinds={"plotly", "html"}, owners=["team:microscopy"],
+    description="One interactive plotly report per campaign (sessions, composition shift vs dose, d-spacings, "
+                "agreement, overlays), self-contained HTML in the lake's reports/ folder; paths in metadata.",
+)
+def campaign_reports(context: AssetExecutionContext, lake: LakeResource):
+    from mmlake.lake import Provenance, sha256_file
+    from mmlake.report import write_campaign_report
+
+    lk = lake.lake()
+    campaigns = lk.query("select campaign, count(*) as n from sessions group by 1 order by 1").to_dicts()
+    upstream = lk.query("select materialization_id, data_version from materializations "
+                        "where asset_key = 'region_descriptors' and is_current").to_dicts()
+    rows = []
+    for c in campaigns:
+        path = write_campaign_report(lk, c["campaign"], lk.home / "reports" / f"{c['campaign']}.html")
+        context.log.info(f"report for {c['campaign']}: {path}")
+        rows.append({"kind": "campaign_html", "campaign": c["campaign"], "path": str(path),
+                     "sha256": sha256_file(path), "n_sessions": c["n"]})
+    prov = Provenance(asset_key="campaign_reports", partition_key=None, code_version=CAMPAIGN_REPORTS_VERSION,
+                      upstream=upstream, run_id=context.run_id)
+    frame = pl.DataFrame(rows, schema={"kind": pl.Utf8, "campaign": pl.Utf8, "path": pl.Utf8, "sha256": pl.Utf8,
+                                       "n_sessions": pl.Int32})
+    out = lk.replace_partition(prov, {"campaign_reports": frame}, {"kind": "campaign_html"})
+    return MaterializeResult(
+        metadata={"reports": MetadataValue.md("\n".join(f"- {r['campaign']}: `{r['path']}`" for r in rows) or "none"),
+                  "materialization_id": MetadataValue.text(out["materialization_id"])},
+        data_version=DataVersion(out["data_version"]))

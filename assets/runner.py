@@ -119,3 +119,17 @@ def run_crystal(lake: Lake, instance: DagsterInstance | None = None, path: str |
     if not result.success:
         print(f"FAILED crystal group: {step_error(result)}")
     return result.success
+
+
+def run_reports(lake: Lake, instance: DagsterInstance | None = None) -> bool:
+    """Materialize `campaign_reports` (one HTML report per campaign) through Dagster."""
+    from assets.definitions import SESSION_ASSETS, all_resources
+    from assets.descriptors import campaign_reports
+
+    result = materialize([*SESSION_ASSETS, campaign_reports], selection=[campaign_reports],
+                         instance=instance or dagster_instance(), resources=all_resources(lake.home),
+                         raise_on_error=False,
+                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    if not result.success:
+        print(f"FAILED campaign_reports: {step_error(result)}")
+    return result.success

@@ -380,3 +380,13 @@ INSERT INTO phase_roles
 SELECT * FROM (VALUES (NULL, 'substrate', 'SrTiO3'), (NULL, 'film_ordered', 'LaFeO3'),
                       (NULL, 'film_disordered', 'LaFeO3')) AS v(campaign, role, phase)
 WHERE NOT EXISTS (SELECT 1 FROM phase_roles);
+
+-- Interactive campaign reports (plotly HTML, self-contained) written by the `campaign_reports` asset.
+CREATE TABLE IF NOT EXISTS campaign_reports (
+    kind               VARCHAR NOT NULL,   -- 'campaign_html'
+    campaign           VARCHAR NOT NULL,
+    path               VARCHAR NOT NULL,   -- under the lake folder: reports/<campaign>.html
+    sha256             VARCHAR NOT NULL,
+    n_sessions         INTEGER,
+    materialization_id VARCHAR NOT NULL
+);

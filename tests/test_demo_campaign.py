@@ -6,6 +6,8 @@ irradiated sessions the ensemble beats the best single modality for at least two
 (the preprint's central claim) -- with the exception measured and documented below.
 """
 
+import re
+
 import pytest
 
 SESSIONS = ["pristine@0", "pristine@0.1", "defective@0", "defective@0.1"]
@@ -101,3 +103,19 @@ def test_example_queries_run(demo_lake):
         text = path.read_text()
         assert text.lstrip().startswith("--"), f"{path.name} must start with its question as a comment"
         assert len(demo_lake.query(text)) > 0, f"{path.name} answers nothing on the demo lake"
+
+
+def test_campaign_report_asset_writes_the_report(demo_lake):
+    from dagster import DagsterInstance
+
+    from assets.runner import run_reports
+
+    assert run_reports(demo_lake, DagsterInstance.ephemeral())
+    rows = demo_lake.query("select * from campaign_reports").to_dicts()
+    assert [r["campaign"] for r in rows] == ["lfo_sto_demo"] and rows[0]["n_sessions"] == 4
+    from pathlib import Path
+
+    html = Path(rows[0]["path"]).read_text()
+    assert "pristine@0.1" in html and not re.search(r"<script[^>]*src=\"https?:", html)  # self-contained
+    prov = demo_lake.current("campaign_reports", None)
+    assert len(prov["upstream_ids"]) == 4  # the four sessions' region_descriptors
