@@ -157,6 +157,15 @@ def pick_weight(grid: Sequence[float], scores: Sequence[float], atol: float = 1e
     return float(min(tied, key=lambda w: (abs(w - 0.5), w)))
 
 
+def choose_weight(grid: Sequence[float], scores: Sequence[float], names: Sequence[str], criterion: str,
+                  **extra) -> tuple[float, dict[str, float], dict]:
+    """The ground-truth-free fusion weight of two modalities: (w of names[0], weights, record for params_)."""
+    w0 = pick_weight(grid, scores)
+    record = {"criterion": f"{criterion}; tie -> closest to 0.5", "grid": list(grid),
+              "scores": [float(x) for x in scores], **extra, "chosen": w0}
+    return w0, {names[0]: w0, names[1]: 1.0 - w0}, record
+
+
 def check_random_state(value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"random_state: must be a non-negative int (fixed seed for provenance), got {value!r}")

@@ -13,7 +13,7 @@ from ._base import (
     check_standardize,
     check_weight_grid,
     n_chips_of,
-    pick_weight,
+    choose_weight,
     resolve_weights,
     standardize,
 )
@@ -125,15 +125,9 @@ class FewShotSegmenter(Segmenter):
                 )
             grid = check_weight_grid(self.weight_grid)
             acc, n_scored = self._loo_accuracy(z, names, idx_lists, grid, float(t))
-            w0 = pick_weight(grid, acc) if n_scored else 0.5
-            weights = {names[0]: w0, names[1]: 1.0 - w0}
-            used["weight_selection"] = {
-                "criterion": "leave-one-out accuracy on the support set; tie -> closest to 0.5",
-                "grid": list(grid),
-                "scores": [float(a) for a in acc],
-                "n_support_scored": n_scored,
-                "chosen": w0,
-            }
+            _, weights, used["weight_selection"] = choose_weight(
+                grid, acc if n_scored else [0.0] * len(grid), names, "leave-one-out accuracy on the support set",
+                n_support_scored=n_scored)
         else:
             weights = resolve_weights(self.modality_weights, names)
 

@@ -12,7 +12,7 @@ from ._base import (
     as_modalities,
     check_random_state,
     check_weight_grid,
-    pick_weight,
+    choose_weight,
     relabel,
     resolve_weights,
 )
@@ -297,15 +297,9 @@ class LouvainSegmenter(Segmenter):
                 labels, q, t_l = self._partition(g)
                 scores.append(q)
                 runs[w0] = (labels, q, info, hist, t, t_l)
-            w_best = pick_weight(grid, scores)
+            w_best, weights, used["weight_selection"] = choose_weight(
+                grid, scores, names, "max modularity of the Louvain partition on the averaged graph")
             labels, q, info, hist, t, t_l = runs[w_best]
-            weights = {names[0]: w_best, names[1]: 1.0 - w_best}
-            used["weight_selection"] = {
-                "criterion": "max modularity of the Louvain partition on the averaged graph; tie -> closest to 0.5",
-                "grid": list(grid),
-                "scores": [float(s) for s in scores],
-                "chosen": w_best,
-            }
             timings.update(t)
         else:
             weights = resolve_weights(self.modality_weights, names)
