@@ -40,14 +40,12 @@ COMPOSITION_TOLERANCE = float(os.environ.get("MMLAKE_COMPOSITION_TOLERANCE", "0.
 DESCRIPTOR_KEYS = ("region_descriptors", "descriptors", "region_composition")
 
 
-def session_of(context: AssetCheckExecutionContext) -> str | None:
+def sessions_of(context: AssetCheckExecutionContext, lake: Lake) -> list[str]:
+    """The sessions (acquisitions) stored for the check's partition."""
     if not context.has_partition_key:
-        return None
-    pk = context.partition_key
-    if not hasattr(pk, "keys_by_dimension"):
-        pk = session_partitions.get_partition_key_from_str(str(pk))
-    keys = pk.keys_by_dimension
-    return f"{keys['sample']}@{keys['dose']}"
+        return []
+    return lake.query("select session_id from sessions where partition_key = ? order by 1",
+                      [str(context.partition_key)])["session_id"].to_list()
 
 
 def _table_exists(lake: Lake, table: str) -> bool:
@@ -188,8 +186,12 @@ def _build_asset_checks(assets: Sequence[AssetsDefinition]) -> list:
                      description="The chip grid is the maximal non-overlapping grid inside the image; "
                                  "chip count = n_rows * n_cols; index/offsets follow the conventions.")
         def chips_cover_image(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-            sid = session_of(context)
-            problems, numbers = chip_grid_problems(lake.lake(), sid)
+            lk = lake.lake()
+            problems, numbers = [], {"sessions": 0}
+            for sid in sessions_of(context, lk):
+                p, n = chip_grid_problems(lk, sid)
+                problems += [f"{sid}: {x}" for x in p]
+                numbers = {**{k: v for k, v in n.items()}, "sessions": numbers["sessions"] + 1}
             return _result(problems, numbers)
 
         checks.append(chips_cover_image)
@@ -201,7 +203,13 @@ def _build_asset_checks(assets: Sequence[AssetsDefinition]) -> list:
                      description="Every lake row of this session has a provenance ledger row (and a "
                                  "current one).")
         def rows_have_materialization(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-            counts = orphan_rows(lake.lake(), session_of(context))
+            lk = lake.lake()
+            counts: dict[str, dict[str, int]] = {}
+            for sid in sessions_of(context, lk):
+                for t, c in orphan_rows(lk, sid).items():
+                    acc = counts.setdefault(t, {"orphans": 0, "superseded": 0, "rows": 0})
+                    for k in acc:
+                        acc[k] += c[k]
             orphans = {t: c["orphans"] for t, c in counts.items() if c["orphans"]}
             superseded = {t: c["superseded"] for t, c in counts.items() if c["superseded"]}
             problems = [f"{t}: {n} rows without a materializations row" for t, n in orphans.items()]
@@ -221,7 +229,12 @@ def _build_asset_checks(assets: Sequence[AssetsDefinition]) -> list:
                      description="Per method/modality/region, region_composition atomic percents sum "
                                  f"to 100 +- {COMPOSITION_TOLERANCE} (NULL-only regions skipped).")
         def compositions_sum_to_100(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-            problems, meta = composition_problems(lake.lake(), session_of(context))
+            lk = lake.lake()
+            problems, meta = [], {}
+            for sid in sessions_of(context, lk):
+                p, m = composition_problems(lk, sid)
+                problems += p
+                meta.update({f"{sid} {k}": v for k, v in m.items()})
             return _result(problems, meta)
 
         checks.append(compositions_sum_to_100)

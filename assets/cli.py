@@ -46,10 +46,50 @@ def cmd_ingest(args) -> int:
     from assets.runner import ingest
 
     lake = Lake(args.lake).ensure()
-    outcomes = ingest(args.paths, lake)
+    outcomes = ingest(args.paths, lake, replace=args.replace)
     failed = [o for o in outcomes if not o.ok]
-    print(f"{len(outcomes) - len(failed)} session(s) ingested, {len(failed)} failed")
+    unchanged = [o for o in outcomes if o.ok and o.message == "unchanged"]
+    print(f"{len(outcomes) - len(failed) - len(unchanged)} session(s) ingested, {len(unchanged)} unchanged, "
+          f"{len(failed)} failed")
     return 1 if failed else 0
+
+
+def cmd_migrate(args) -> int:
+    """Upgrade a lake written by an older mmlake in place, and register its partition keys."""
+    from mmlake.migrate import schema_version, upgrade
+
+    lake = Lake(args.lake)
+    if not lake.db_path.exists():
+        print(f"no lake at {lake.db_path}", file=sys.stderr)
+        return 2
+    import duckdb
+
+    con = duckdb.connect(str(lake.db_path))
+    try:
+        before = schema_version(con)
+        steps = upgrade(con, lake.db_path)
+    finally:
+        con.close()
+    lake.ensure()
+    for line in steps:
+        print(line)
+    if not args.no_dagster:
+        from assets.runner import dagster_instance
+
+        inst = dagster_instance()
+        pairs = lake.query("select distinct sample_key, dose_key from sessions where sample_key is not null").rows()
+        for dim, keys in (("sample", sorted({p[0] for p in pairs})), ("dose", sorted({p[1] for p in pairs}))):
+            inst.add_dynamic_partitions(dim, [k for k in keys if not inst.has_dynamic_partition(dim, k)])
+        print(f"registered {len(pairs)} sample x dose partition(s) in {inst.root_directory}")
+    print(f"lake schema {before} -> {schema_version_after(lake)}")
+    return 0
+
+
+def schema_version_after(lake) -> int | None:
+    from mmlake.migrate import schema_version
+
+    with lake.connect(read_only=True) as con:
+        return schema_version(con)
 
 
 CRYSTAL_SQL = ("select dataset, metric, variant, round(value, 3) as value, preprint_value, unit from crystal_benchmark "
@@ -128,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("ingest", help="register session folders and materialize their partitions")
     p.add_argument("paths", nargs="+", help="session folders, or folders of session folders")
+    p.add_argument("--replace", action="store_true",
+                   help="let new content replace a stored session of the same identity (campaign, sample, "
+                        "dose, acquisition); the replaced rows stay queryable in the history schema")
     p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("migrate", help="upgrade a lake written by an older mmlake in place (no row is lost)")
+    p.add_argument("--no-dagster", action="store_true", help="do not register partition keys in $DAGSTER_HOME")
+    p.set_defaults(func=cmd_migrate)
     p = sub.add_parser("sql", help="run a read-only SQL query against the lake")
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -143,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=100)
     p.set_defaults(func=cmd_crystal)
     p = sub.add_parser("export", help="export a session's label maps as HyperSpy signals")
-    p.add_argument("session", help="session id, e.g. pristine@0.1")
+    p.add_argument("session", help="session id, e.g. lfo-irradiation.pristine@0.1~20240501T143000 "
+                                   "(select session_id from sessions)")
     p.add_argument("--format", choices=["hspy"], default="hspy")
     p.add_argument("--out", default=".", help="output folder")
     p.set_defaults(func=cmd_export)

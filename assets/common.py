@@ -1,52 +1,123 @@
-"""What every lake-writing asset does the same way: provenance, the atomic write, the result."""
+"""What every lake-writing session asset does the same way.
 
+A partition (sample x dose) holds one or more sessions (acquisitions). An asset:
+
+1. `begin(context, lake, upstream)`: notes when the computation started, captures the upstream
+   materializations it is about to read (checked again when writing), and lists the partition's
+   sessions;
+2. computes one `SessionPart` per session (its own rows under its own session_id);
+3. `write_result(...)`: writes all parts in one transaction with provenance, replacing exactly what the
+   asset's previous materialization of the partition wrote (old rows go to the history schema).
+   When the data version equals the stored one (same code, parameters, weights and inputs), nothing
+   is written: re-running an unchanged partition adds no rows.
+"""
+
+from __future__ import annotations
 
 import base64
-from typing import Any, Mapping
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import polars as pl
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
 
-from assets.partitions import session_id_of
+from assets.partitions import partition_label
+from mmlake.errors import LakeError
 from mmlake.lake import Lake, Provenance
 
 
-def session_id(context: AssetExecutionContext) -> str:
-    return session_id_of(context.partition_key)
+@dataclass
+class Step:
+    """One asset computation on one partition: what it read, when it started, which sessions."""
+
+    lake: Lake
+    partition_key: str | None
+    label: str
+    upstream: list[dict[str, str]]
+    session_ids: list[str]
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
 
-def upstream(lake: Lake, assets: list[str], partition_key: str | None) -> list[dict[str, str]]:
+@dataclass
+class SessionPart:
+    """One session's share of an asset's output."""
+
+    tables: dict[str, pl.DataFrame]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    weights: str | None = None
+
+
+def upstream(lake: Lake, assets: Sequence[str], partition_key: str | None) -> list[dict[str, str]]:
     """Current materialization ids and data versions of upstream assets (fails if one is missing)."""
     rows = [lake.require(a, partition_key) for a in assets]
     return [{"materialization_id": r["materialization_id"], "data_version": r["data_version"]} for r in rows]
 
 
+def partition_sessions(lake: Lake, partition_key: str) -> list[str]:
+    """Sessions that raw_session stored for a partition, in session_id order."""
+    return lake.query("select session_id from sessions where partition_key = ? order by session_id",
+                      [partition_key])["session_id"].to_list()
+
+
+def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[str]) -> Step:
+    """Start a partition step: time, upstream ids (captured before any input is read), sessions."""
+    started = dt.datetime.now(dt.timezone.utc)
+    pkey = str(context.partition_key) if context.has_partition_key else None
+    ups = upstream(lake, upstream_assets, pkey)
+    sids = partition_sessions(lake, pkey) if pkey is not None else []
+    if pkey is not None and upstream_assets and not sids:
+        raise LakeError(f"partition {partition_label(pkey)} holds no stored session; materialize raw_session first")
+    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started)
+
+
 def write_result(
     context: AssetExecutionContext,
-    lake: Lake,
+    step: Step,
     *,
     code_version: str,
-    parameters: Mapping[str, Any],
-    upstream_assets: list[str],
-    tables: Mapping[str, pl.DataFrame],
-    scope: Mapping[str, Any],
+    parts: Mapping[str, SessionPart],
     table_scopes: Mapping[str, Mapping[str, Any]] | None = None,
-    session: str | None = None,
-    device: str | None = None,
-    weights: str | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> MaterializeResult:
-    """Write the asset's rows for this partition atomically with provenance; return the result."""
-    pkey = str(context.partition_key) if context.has_partition_key else None
+    """Write every session's part for this partition atomically with provenance; return the result."""
+    lk = step.lake
+    sids = list(parts)
+    tables: dict[str, list[pl.DataFrame]] = {}
+    for part in parts.values():
+        for name, frame in part.tables.items():
+            tables.setdefault(name, [])
+            if len(frame):
+                tables[name].append(frame)
+    merged = {name: (pl.concat(fs, how="diagonal_relaxed") if fs else pl.DataFrame()) for name, fs in tables.items()}
+    weights = sorted({p.weights for p in parts.values() if p.weights})
+    devices = sorted({p.device for p in parts.values() if p.device})
     prov = Provenance(
-        asset_key=context.asset_key.to_user_string(), partition_key=pkey, code_version=code_version,
-        parameters=dict(parameters), upstream=upstream(lake, upstream_assets, pkey),
-        run_id=context.run_id, device=device, weights=weights, session_id=session,
+        asset_key=context.asset_key.to_user_string(), partition_key=step.partition_key,
+        code_version=code_version, parameters={"sessions": {s: parts[s].parameters for s in sids}},
+        upstream=step.upstream, run_id=context.run_id, device=",".join(devices) or None,
+        weights=";".join(weights) or None, session_id=sids[0] if len(sids) == 1 else None,
+        session_ids=sids, started_at=step.started_at,
     )
-    out = lake.replace_partition(prov, tables, scope, table_scopes=table_scopes)
-    meta = {f"rows_{t}": MetadataValue.int(n) for t, n in out["rows"].items()}
+    meta: dict[str, Any] = {"sessions": MetadataValue.md("\n".join(f"- `{s}`" for s in sids) or "none"),
+                            "n_sessions": MetadataValue.int(len(sids))}
+    current = lk.current(prov.asset_key, step.partition_key)
+    ups = sorted(u["materialization_id"] for u in step.upstream)
+    if current and current["data_version"] == prov.data_version and sorted(current["upstream_ids"] or []) == ups:
+        context.log.info(f"{step.label}: unchanged (data version {prov.data_version}); nothing written")
+        meta["unchanged"] = MetadataValue.bool(True)
+        meta["materialization_id"] = MetadataValue.text(current["materialization_id"])
+        return MaterializeResult(metadata=meta, data_version=DataVersion(prov.data_version))
+    scope = {"session_id": sids}
+    scopes = {t: {"session_id": sids, **sc} for t, sc in (table_scopes or {}).items()}
+    out = lk.replace_partition(prov, merged, scope, table_scopes=scopes)
+    meta.update({f"rows_{t}": MetadataValue.int(n) for t, n in out["rows"].items()})
     meta["materialization_id"] = MetadataValue.text(out["materialization_id"])
-    meta["parameters"] = MetadataValue.json(dict(parameters))
+    for sid, part in parts.items():
+        for k, v in part.metadata.items():
+            meta[k if len(parts) == 1 else f"{sid} {k}"] = v
     meta.update(metadata or {})
     return MaterializeResult(metadata=meta, data_version=DataVersion(out["data_version"]))
 

@@ -1,17 +1,21 @@
 """Group `descriptors`: per-region composition, d-spacing, roles and ordered-vs-disordered shifts."""
 
+from pathlib import Path
+
 import polars as pl
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from assets.common import png_md, session_id, table_md, write_result
+from assets.common import SessionPart, begin, png_md, table_md, write_result
 from assets.partitions import session_partitions
 from assets.segmentation import SEGMENTATION_ASSETS
 from mmlake import plots
 from mmlake.descriptors import describe_lake_session
 from resources.lake import LakeResource
 
-REGION_DESCRIPTORS_VERSION = "region_descriptors-1"
-CAMPAIGN_REPORTS_VERSION = "campaign_reports-1"
+from mmlake.codeversion import module_code_version
+
+REGION_DESCRIPTORS_VERSION = module_code_version(__name__, "region_descriptors")
+CAMPAIGN_REPORTS_VERSION = module_code_version(__name__, "campaign_reports", extra=("mmlake.report",))
 
 
 @asset(
@@ -23,19 +27,22 @@ CAMPAIGN_REPORTS_VERSION = "campaign_reports-1"
                 "and the preprint's disordered-vs-ordered percent differences of La, Fe, O.",
 )
 def region_descriptors(context: AssetExecutionContext, lake: LakeResource):
-    lk, sid = lake.lake(), session_id(context)
+    lk = lake.lake()
+    step = begin(context, lk, ["chips", *[a.key.to_user_string() for a in SEGMENTATION_ASSETS]])
+    parts = {sid: _describe_one(lk, sid) for sid in step.session_ids}
+    return write_result(context, step, code_version=REGION_DESCRIPTORS_VERSION, parts=parts)
+
+
+def _describe_one(lk, sid: str) -> SessionPart:
     out = describe_lake_session(lk, sid)
     shift = out.composition_shift
     o_shift = shift.filter(shift["element"] == "O").select("method", "modality", "percent_diff") if len(shift) else shift
     regions = out.regions.select("method", "modality", "region", "role", "n_chips", "d_spacing_nm")
-    return write_result(
-        context, lk, code_version=REGION_DESCRIPTORS_VERSION, parameters=out.params,
-        upstream_assets=["chips", *[a.key.to_user_string() for a in SEGMENTATION_ASSETS]],
-        tables=out.tables(), scope={"session_id": sid}, session=sid,
-        metadata={"regions": table_md(regions, 24), "o_shift": table_md(o_shift, 12),
-                  "n_regions": MetadataValue.int(len(out.regions)),
-                  "composition": png_md(plots.composition_bars(shift, f"{sid} ordered vs disordered", out.regions))},
-    )
+    return SessionPart(
+        out.tables(), out.params,
+        {"regions": table_md(regions, 24), "o_shift": table_md(o_shift, 12),
+         "n_regions": MetadataValue.int(len(out.regions)),
+         "composition": png_md(plots.composition_bars(shift, f"{sid} ordered vs disordered", out.regions))})
 
 
 @asset(
@@ -46,20 +53,35 @@ def region_descriptors(context: AssetExecutionContext, lake: LakeResource):
 )
 def campaign_reports(context: AssetExecutionContext, lake: LakeResource):
     from mmlake.lake import Provenance, sha256_file
+    from mmlake.manifest import campaign_key
     from mmlake.report import write_campaign_report
 
+    import datetime as dt
+    import os
+    import tempfile
+
     lk = lake.lake()
-    campaigns = lk.query("select campaign, count(*) as n from sessions group by 1 order by 1").to_dicts()
+    started = dt.datetime.now(dt.timezone.utc)
     upstream = lk.query("select materialization_id, data_version from materializations "
-                        "where asset_key = 'region_descriptors' and is_current").to_dicts()
+                        "where asset_key = 'region_descriptors' and is_current order by 1").to_dicts()
+    campaigns = lk.query("select campaign, count(*) as n from sessions group by 1 order by 1").to_dicts()
     rows = []
+    out_dir = lk.home / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
     for c in campaigns:
-        path = write_campaign_report(lk, c["campaign"], lk.home / "reports" / f"{c['campaign']}.html")
+        # immutable, content-addressed: each ledger row points at its own file, never rewritten
+        fd, tmp = tempfile.mkstemp(suffix=".html", dir=out_dir, prefix=".report-")
+        os.close(fd)
+        write_campaign_report(lk, c["campaign"], Path(tmp))
+        sha = sha256_file(tmp)
+        path = out_dir / f"{campaign_key(c['campaign'])}-{sha[:16]}.html"
+        os.replace(tmp, path)
         context.log.info(f"report for {c['campaign']}: {path}")
         rows.append({"kind": "campaign_html", "campaign": c["campaign"], "path": str(path),
-                     "sha256": sha256_file(path), "n_sessions": c["n"]})
+                     "sha256": sha, "n_sessions": c["n"]})
     prov = Provenance(asset_key="campaign_reports", partition_key=None, code_version=CAMPAIGN_REPORTS_VERSION,
-                      upstream=upstream, run_id=context.run_id)
+                      upstream=upstream, run_id=context.run_id, started_at=started,
+                      parameters={"campaigns": [c["campaign"] for c in campaigns]})
     frame = pl.DataFrame(rows, schema={"kind": pl.Utf8, "campaign": pl.Utf8, "path": pl.Utf8, "sha256": pl.Utf8,
                                        "n_sessions": pl.Int32})
     out = lk.replace_partition(prov, {"campaign_reports": frame}, {"kind": "campaign_html"})

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from assets.common import png_md, session_id, write_result
+from assets.common import SessionPart, begin, png_md, write_result
 from assets.ingest import chips
 from assets.partitions import session_partitions
 from mmlake import plots
@@ -16,8 +16,10 @@ from mmlake.features import load_grid
 from resources.encoder import EncoderResource
 from resources.lake import LakeResource
 
-HAADF_EMBEDDINGS_VERSION = "haadf_embeddings-1"
-EDS_FEATURES_VERSION = "eds_features-1"
+from mmlake.codeversion import module_code_version
+
+HAADF_EMBEDDINGS_VERSION = module_code_version(__name__, "haadf_embeddings")
+EDS_FEATURES_VERSION = module_code_version(__name__, "eds_features")
 
 
 def _status_row(sid, feature_set, modality, status, reason=None, **extra) -> dict:
@@ -33,7 +35,14 @@ def _status_row(sid, feature_set, modality, status, reason=None, **extra) -> dic
                 "lattice period; needs no weights). Runs batched on the EncoderResource device.",
 )
 def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder: EncoderResource):
-    lk, sid = lake.lake(), session_id(context)
+    lk = lake.lake()
+    step = begin(context, lk, ["chips"])
+    parts = {sid: _embed_session(context, lk, encoder, sid) for sid in step.session_ids}
+    return write_result(context, step, code_version=HAADF_EMBEDDINGS_VERSION, parts=parts,
+                        table_scopes={"feature_sets": {"modality": "haadf"}})
+
+
+def _embed_session(context, lk, encoder: EncoderResource, sid: str) -> SessionPart:
     grid_row, grid = load_grid(lk, sid)
     device = encoder.resolved_device()
     status, vectors, meta, weights = [], [], {}, []
@@ -66,18 +75,16 @@ def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder
             meta[f"{name}_pca"] = png_md(plots.pca_map(vec, grid.n_rows, grid.n_cols, f"{sid} {name}"), name)
     frames = {"feature_sets": pl.DataFrame(status, infer_schema_length=None),
               "haadf_embeddings": pl.concat(vectors) if vectors else pl.DataFrame()}
-    return write_result(
-        context, lk, code_version=HAADF_EMBEDDINGS_VERSION,
-        parameters={"encoders": encoder.haadf_encoders, "batch_size": encoder.batch_size,
-                    "precision": encoder.precision, "vgg16_weights": encoder.vgg16_weights},
-        upstream_assets=["chips"], tables=frames, scope={"session_id": sid},
-        table_scopes={"feature_sets": {"session_id": sid, "modality": "haadf"}},
-        session=sid, device=device, weights=";".join(weights) or None,
-        metadata={"device": MetadataValue.text(device),
-                  "status": MetadataValue.md("\n".join(f"- {r['feature_set']}: {r['status']}"
-                                                       + (f" ({r['reason']})" if r.get("reason") else "")
-                                                       for r in status)), **meta},
-    )
+    # encoder identity and weights sha enter the data version (Provenance.weights), so installing the
+    # VGG16 file gives new versions downstream; the weights *path* does not (the same file anywhere)
+    return SessionPart(
+        frames, {"encoders": list(encoder.haadf_encoders), "batch_size": encoder.batch_size,
+                 "precision": encoder.precision, "ran": [r["feature_set"] for r in status if r["status"] == "ok"]},
+        {"device": MetadataValue.text(device),
+         "status": MetadataValue.md("\n".join(f"- {r['feature_set']}: {r['status']}"
+                                              + (f" ({r['reason']})" if r.get("reason") else "")
+                                              for r in status)), **meta},
+        device=device, weights=";".join(weights) or None)
 
 
 @asset(
@@ -89,10 +96,17 @@ def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder
                 "Chips without counts give NULL percents.",
 )
 def eds_features(context: AssetExecutionContext, lake: LakeResource):
+    lk = lake.lake()
+    step = begin(context, lk, ["chips"])
+    parts = {sid: _quantify_session(context, lk, sid) for sid in step.session_ids}
+    return write_result(context, step, code_version=EDS_FEATURES_VERSION, parts=parts,
+                        table_scopes={"feature_sets": {"modality": "eds"}})
+
+
+def _quantify_session(context, lk, sid: str) -> SessionPart:
     from mmlake.eds import quantify_chips
     from mmlake.features import session_row
 
-    lk, sid = lake.lake(), session_id(context)
     grid_row, grid = load_grid(lk, sid)
     sess = session_row(lk, sid)
     meta, tables = {}, {}
@@ -130,8 +144,4 @@ def eds_features(context: AssetExecutionContext, lake: LakeResource):
                 "mean_atomic_percent": MetadataValue.json({k: round(v, 2) for k, v in mean.items()}),
                 "composition_map": png_md(plots.element_maps(at, list(res.elements), grid.n_rows, grid.n_cols, sid))}
     tables["feature_sets"] = pl.DataFrame(status, infer_schema_length=None)
-    return write_result(
-        context, lk, code_version=EDS_FEATURES_VERSION, parameters=params, upstream_assets=["chips"],
-        tables=tables, scope={"session_id": sid},
-        table_scopes={"feature_sets": {"session_id": sid, "modality": "eds"}}, session=sid, metadata=meta,
-    )
+    return SessionPart(tables, json.loads(json.dumps(params, default=str)), meta)

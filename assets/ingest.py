@@ -1,70 +1,121 @@
 """Group `ingest`: raw sessions into the lake, then the chip grid."""
 
 
+import json
+
 import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from assets.common import png_md, session_id, write_result
+from assets.common import SessionPart, begin, png_md, write_result
 from assets.partitions import session_partitions
 from mmlake import plots
 from mmlake.chips import ChipGrid, check_support, majority_labels, sum_eds_chips
+from mmlake.codeversion import module_code_version
+from mmlake.errors import SessionError
 from mmlake.session import open_session
-from mmlake.store import open_stored_session, session_frames, source_folder
+from mmlake.store import (open_stored_session, partition_registrations, session_frames,
+                          withdraw_registration)
 from resources.lake import LakeResource
 
-RAW_SESSION_VERSION = "raw_session-1"
-CHIPS_VERSION = "chips-1"
+RAW_SESSION_VERSION = module_code_version(__name__, "raw_session")
+CHIPS_VERSION = module_code_version(__name__, "chips")
+
+
+def _stored_part(lk, sid: str, content: str) -> SessionPart | None:
+    """The stored rows of a session whose content is unchanged (no file is read again)."""
+    row = lk.query("select * exclude (materialization_id) from sessions where session_id = ? and content_sha = ?",
+                   [sid, content])
+    if not len(row):
+        return None
+    files = lk.query("select * exclude (materialization_id) from session_files where session_id = ? "
+                     "order by role, file_name", [sid])
+    return SessionPart({"sessions": row, "session_files": files},
+                       {"content_sha": content, "files": dict(zip(files["role"], files["sha256"]))},
+                       {"reused": MetadataValue.text(f"{sid}: content unchanged, stored rows kept")})
+
+
+def _ingest_part(context, lk, reg: dict) -> SessionPart:
+    sid, folder = reg["session_id"], reg["folder"]
+    from pathlib import Path
+
+    folder = Path(folder)
+    session = open_session(folder)
+    if session.session_id != sid:
+        raise SessionError(sid, f"session folder {folder} now declares {session.session_id}; ingest it again")
+    if session.manifest.chip_px is not None:  # fail bad chip settings before anything is stored
+        check_support(session.manifest.support, ChipGrid.fit(session.shape, session.manifest.chip_px, sid), sid)
+    frames, extras = session_frames(lk, session, folder, reg["content_sha"])
+    png = plots.session_thumbnail(session.haadf, extras.get("count_map"), sid)
+    context.log.info(f"{sid}: stored {len(frames['session_files'])} files from {folder}")
+    return SessionPart(
+        frames, {"content_sha": reg["content_sha"],
+                 "files": dict(zip(frames["session_files"]["role"], frames["session_files"]["sha256"]))},
+        {"campaign": MetadataValue.text(session.manifest.campaign),
+         "grid": MetadataValue.text(f"{session.shape[0]} x {session.shape[1]} px @ {session.pixel_size_nm * 1000:.1f} pm"),
+         "eds_total_counts": MetadataValue.float(extras.get("total_counts", 0.0)),
+         "preview": png_md(png, sid)})
 
 
 @asset(
     partitions_def=session_partitions, group_name="ingest", code_version=RAW_SESSION_VERSION,
-    kinds={"duckdb", "hyperspy"}, owners=["team:microscopy"],
-    description="One STEM session: manifest validated, HAADF + EDS opened through RosettaSciIO, grids "
-                "registered, raw files copied immutable into the lake's object folder (sha256), and a "
-                "`sessions` row with calibrations (pixel size nm, energy axis keV).",
+    kinds={"duckdb", "hyperspy"}, owners=["team:microscopy"], output_required=False,
+    description="Every STEM session (acquisition) of a sample x dose: manifest validated, HAADF + EDS opened "
+                "through RosettaSciIO, grids registered, raw files copied immutable into the lake's object "
+                "folder (sha256), and a `sessions` row each with calibrations (pixel size nm, energy axis "
+                "keV). A pair of the sample x dose product that holds no session is skipped ('no session "
+                "here'), never failed. Sessions whose content is unchanged keep their stored rows.",
 )
 def raw_session(context: AssetExecutionContext, lake: LakeResource):
-    lk, sid = lake.lake(), session_id(context)
-    folder = source_folder(lk, sid)
-    session = open_session(folder)
-    if session.session_id != sid:
-        raise ValueError(f"session folder {folder} now declares {session.session_id}, not {sid}")
-    if session.manifest.chip_px is not None:  # fail bad chip settings before anything is stored
-        check_support(session.manifest.support, ChipGrid.fit(session.shape, session.manifest.chip_px, sid), sid)
-    frames, extras = session_frames(lk, session, folder)
-    png = plots.session_thumbnail(session.haadf, extras.get("count_map"), sid)
-    return write_result(
-        context, lk, code_version=RAW_SESSION_VERSION,
-        parameters={"folder": str(folder), "files": dict(zip(frames["session_files"]["role"],
-                                                             frames["session_files"]["sha256"]))},
-        upstream_assets=[], tables=frames, scope={"session_id": sid}, session=sid,
-        metadata={
-            "campaign": MetadataValue.text(session.manifest.campaign),
-            "grid": MetadataValue.text(f"{session.shape[0]} x {session.shape[1]} px @ {session.pixel_size_nm * 1000:.1f} pm"),
-            "eds_total_counts": MetadataValue.float(extras.get("total_counts", 0.0)),
-            "preview": png_md(png, sid),
-        },
-    )
+    lk = lake.lake()
+    step = begin(context, lk, [])
+    regs = partition_registrations(lk, step.partition_key)
+    if not regs:
+        context.log.info(f"{step.label}: no session here (this sample x dose pair was never acquired); skipped")
+        return
+    parts = {}
+    for reg in regs:
+        sid = reg["session_id"]
+        part = _stored_part(lk, sid, reg["content_sha"])
+        if part is None:
+            try:
+                part = _ingest_part(context, lk, reg)
+            except Exception as exc:
+                outcome = withdraw_registration(lk, sid, str(exc))
+                if outcome != "none":
+                    context.log.error(f"{sid}: registration {outcome}; the other sessions of "
+                                      f"{step.label} are untouched")
+                if isinstance(exc, SessionError):
+                    raise
+                raise SessionError(sid, f"cannot read the session files: {type(exc).__name__}: {exc}") from exc
+        parts[sid] = part
+    step.session_ids = list(parts)
+    yield write_result(context, step, code_version=RAW_SESSION_VERSION, parts=parts)
 
 
 @asset(
-    partitions_def=session_partitions, group_name="ingest", code_version=CHIPS_VERSION,
-    deps=[raw_session], kinds={"duckdb", "numpy"}, owners=["team:microscopy"],
-    description="Non-overlapping square chips (preprint IV.C): HAADF chip stack and EDS spectra summed per "
-                "chip (streamed from the lazy cube), stored as .npy objects; one `chips` row per chip "
-                "with total counts, mean intensity and ground-truth label where known.",
+    partitions_def=session_partitions, group_name="ingest", code_version=CHIPS_VERSION, deps=[raw_session],
+    kinds={"duckdb", "numpy"},
+    owners=["team:microscopy"],
+    description="Non-overlapping square chips (preprint IV.C) for every session of the partition: HAADF chip "
+                "stack and EDS spectra summed per chip (streamed from the lazy cube), stored as .npy objects; "
+                "one `chips` row per chip with total counts, mean intensity and ground-truth label where known.",
 )
 def chips(context: AssetExecutionContext, lake: LakeResource):
-    lk, sid = lake.lake(), session_id(context)
+    lk = lake.lake()
+    step = begin(context, lk, ["raw_session"])
+    parts = {sid: _chip_part(context, lk, sid) for sid in step.session_ids}
+    return write_result(context, step, code_version=CHIPS_VERSION, parts=parts)
+
+
+def _chip_part(context, lk, sid: str) -> SessionPart:
     session = open_stored_session(lk, sid)
     chip_px, chip_source, derivation = session.manifest.chip_px, "manifest", {}
     if chip_px is None:
         from mmlake.lattice import suggest_chip_px
 
         if session.haadf is None:
-            raise ValueError(f"session {sid}: no chip_px in session.yaml and no HAADF image to derive it "
-                             "from; set chip_px")
+            raise SessionError(sid, "no chip_px in session.yaml and no HAADF image to derive it from; set chip_px")
         chip_px, derivation = suggest_chip_px(session.haadf, session.pixel_size_nm, session=sid)
         chip_source = "lattice"
     grid = ChipGrid.fit(session.shape, chip_px, sid)
@@ -98,12 +149,10 @@ def chips(context: AssetExecutionContext, lake: LakeResource):
         "energy_scale_kev": session.energy.scale_kev if session.energy else None,
     }
     png = plots.chip_grid_thumbnail(session.haadf, chip_counts, chip_px, sid)
-    return write_result(
-        context, lk, code_version=CHIPS_VERSION,
-        parameters={"chip_px": chip_px, "chip_px_source": chip_source, **derivation},
-        upstream_assets=["raw_session"],
-        tables={"chip_grids": pl.DataFrame([grid_row]), "chips": pl.DataFrame(table)},
-        scope={"session_id": sid}, session=sid,
-        metadata={"grid": MetadataValue.text(f"{grid.n_rows} x {grid.n_cols} chips of {chip_px} px"),
-                  "n_chips": MetadataValue.int(grid.n_chips), "preview": png_md(png, sid)},
-    )
+    return SessionPart(
+        {"chip_grids": pl.DataFrame([grid_row]), "chips": pl.DataFrame(table)},
+        {"chip_px": chip_px, "chip_px_source": chip_source, **json.loads(json.dumps(derivation, default=str))},
+        {"grid": MetadataValue.text(f"{grid.n_rows} x {grid.n_cols} chips of {chip_px} px"),
+         "n_chips": MetadataValue.int(grid.n_chips), "preview": png_md(png, sid)})
+
+

@@ -1,21 +1,26 @@
 """Running the session assets from Python or the CLI, against the same Dagster instance the UI uses.
 
-`ingest` registers session folders, adds their partition keys to the instance and materializes each
-partition in its own run (so the runs, logs and lineage show up in `make ui`). One failing session
-fails only its own run; the others go on.
+`ingest` registers session folders by identity (mmlake.store.register_source), adds their partition
+keys to the instance and materializes each partition in its own run (so the runs, logs and lineage
+show up in `make ui`). One failing partition fails only its own run; the others go on. Identical
+content is a no-op; one partition is never materialized by two runs at once (`partition_guard`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from dagster import DagsterEventType, DagsterInstance, materialize
 
-from assets.partitions import add_session_partitions
+from assets.partitions import add_session_partitions, partition_label, partition_tags
 from mmlake.errors import MmlakeError
 from mmlake.lake import Lake
 from mmlake.manifest import MANIFEST_NAME
@@ -70,38 +75,114 @@ def step_error(result) -> str:
     return "run failed"
 
 
+def session_specs():
+    """Stale-planner specs (code version, upstream keys) of the session assets as deployed now."""
+    from assets.definitions import SESSION_ASSETS
+    from assets.schedules import AssetSpecLite
+
+    specs = {}
+    for a in SESSION_ASSETS:
+        for key in a.keys:
+            deps = tuple(d.to_user_string() for d in a.asset_deps.get(key, ()))
+            specs[key.to_user_string()] = AssetSpecLite(key.to_user_string(), a.code_versions_by_key.get(key), deps)
+    return specs
+
+
+@contextmanager
+def partition_guard(lake: Lake, instance: DagsterInstance, partition_key: str, progress: Callable[[str], None],
+                    poll_s: float = 1.0) -> Iterator[None]:
+    """Hold a partition for one CLI run: an OS file lock against other `mmlake ingest` processes, then
+    wait until no queued/launched run of the instance (sensor, schedule, UI) holds the same partition.
+    The run queue (dagster.yaml tag_concurrency_limits) in turn counts this run as in progress."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    locks = lake.home / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"partition-{hashlib.sha256(partition_key.encode()).hexdigest()[:16]}.lock"
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting: another mmlake process is materializing partition {partition_label(partition_key)}")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        busy = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+        said = False
+        while instance.get_run_records(RunsFilter(statuses=busy, tags={"dagster/partition": partition_key}), limit=1):
+            if not said:
+                progress(f"waiting: a Dagster run is materializing partition {partition_label(partition_key)}")
+                said = True
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ingest(
     paths: Iterable[str | os.PathLike],
     lake: Lake,
     instance: DagsterInstance | None = None,
     progress: Callable[[str], None] = print,
     log_level: str = "INFO",
+    replace: bool = False,
 ) -> list[IngestOutcome]:
-    """Register session folders and materialize every session asset for their partitions.
+    """Register session folders and materialize every session asset of their partitions.
 
-    `log_level` INFO shows the assets' own progress lines; DEBUG adds every Dagster event.
+    One run per partition (sample x dose), covering every acquisition of it. A partition whose
+    sessions are all unchanged and whose assets are all current is not run at all ("unchanged").
+    `replace=True` lets new content replace a stored session of the same identity (recorded; old rows
+    stay in the history schema). `log_level` INFO shows the assets' own progress lines; DEBUG adds
+    every Dagster event.
     """
     from assets.definitions import SESSION_ASSETS, all_resources
+    from assets.schedules import stale_plan
 
     instance = instance or dagster_instance()
-    outcomes, manifests = [], []
+    outcomes, regs = [], []
     for folder in session_folders(paths):
         try:
-            manifests.append((folder, register_source(lake, folder)))
+            regs.append((folder, register_source(lake, folder, replace=replace)))
         except MmlakeError as exc:
             outcomes.append(IngestOutcome(str(folder), None, False, str(exc)))
             progress(f"REJECTED {folder}: {exc}")
-    keys = add_session_partitions(instance, [m for _, m in manifests])
+    keys = add_session_partitions(instance, [r.manifest for _, r in regs])
+    by_partition: dict[str, list] = {}
+    for (folder, reg), key in zip(regs, keys):
+        by_partition.setdefault(str(key), []).append((folder, reg, key))
     resources = all_resources(lake.home)
-    for (folder, m), key in zip(manifests, keys):
-        progress(f"materializing {m.session_id} ({len(SESSION_ASSETS)} assets) ...")
-        result = materialize(SESSION_ASSETS, partition_key=key, instance=instance, resources=resources,
-                             raise_on_error=False, tags={"mmlake/session": m.session_id},
-                             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
+    specs = None
+    for pkey, group in by_partition.items():
+        selection = SESSION_ASSETS
+        if all(reg.status == "unchanged" for _, reg, _ in group):
+            specs = specs or session_specs()
+            plan = stale_plan(lake, specs, [pkey])
+            if not plan and _all_present(lake, specs, pkey):
+                for folder, reg, _ in group:
+                    outcomes.append(IngestOutcome(str(folder), reg.session_id, True, "unchanged"))
+                    progress(f"unchanged {reg.session_id}: identical content is already in the lake; nothing to do")
+                continue
+            if plan:
+                wanted = set(plan[0].assets)
+                selection = [a for a in SESSION_ASSETS if any(k.to_user_string() in wanted for k in a.keys)]
+        sids = ", ".join(reg.session_id for _, reg, _ in group)
+        progress(f"materializing {partition_label(pkey)} [{sids}] ({len(selection)} assets) ...")
+        with partition_guard(lake, instance, pkey, progress):
+            result = materialize(SESSION_ASSETS, selection=selection, partition_key=group[0][2],
+                                 instance=instance, resources=resources, raise_on_error=False,
+                                 tags={**partition_tags(pkey), "mmlake/sessions": sids[:900]},
+                                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
         msg = "ok" if result.success else step_error(result)
-        outcomes.append(IngestOutcome(str(folder), m.session_id, result.success, msg))
-        progress(f"{'done' if result.success else 'FAILED'} {m.session_id}: {msg}")
+        for folder, reg, _ in group:
+            outcomes.append(IngestOutcome(str(folder), reg.session_id, result.success,
+                                          msg if result.success else msg))
+            progress(f"{'done' if result.success else 'FAILED'} {reg.session_id}: {msg}")
     return outcomes
+
+
+def _all_present(lake: Lake, specs, partition_key: str) -> bool:
+    have = set(lake.query("select asset_key from materializations where is_current and partition_key = ?",
+                          [partition_key])["asset_key"].to_list())
+    return set(specs) <= have
 
 
 def run_crystal(lake: Lake, instance: DagsterInstance | None = None, path: str | None = None,

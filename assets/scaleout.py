@@ -52,28 +52,3 @@ def build_dask_job(selection):
                     f"Scheduler address from ${SCHEDULER_ENV}; see docs/operations.md.",
         tags={"mmlake/executor": "dask"},
     )
-
-
-def dask_job_def():
-    """Reconstructable target for `dagster.reconstructable` (Dask workers import the job from here)."""
-    from assets.definitions import defs
-
-    return defs.resolve_job_def(DASK_JOB_NAME)
-
-
-def session_job_def():
-    """Reconstructable target for the default-executor `session_job` (to compare against)."""
-    from assets.definitions import defs
-
-    return defs.resolve_job_def("session_job")
-
-
-def partition_tags(partition_key) -> dict[str, str]:
-    """Run tags that make a run of a session job materialize one (sample, dose) partition."""
-    from dagster import MultiPartitionKey
-
-    if not isinstance(partition_key, MultiPartitionKey):
-        partition_key = session_partitions.get_partition_key_from_str(str(partition_key))
-    tags = {"dagster/partition": str(partition_key)}
-    tags.update({f"dagster/partition/{dim}": key for dim, key in partition_key.keys_by_dimension.items()})
-    return tags

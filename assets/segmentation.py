@@ -7,7 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import png_md, session_id, table_md, write_result
+from assets.common import SessionPart, begin, png_md, table_md, write_result
 from assets.features import eds_features, haadf_embeddings
 from assets.partitions import session_partitions
 from mmlake import plots
@@ -18,8 +18,10 @@ from mmlake.segment import modality_agreement, truth_scores
 from mmlake.segment.session import METHODS, segment_session
 from resources.lake import LakeResource
 
-SEGMENTATION_VERSION = "segmentation-1"
-AGREEMENT_VERSION = "agreement-1"
+from mmlake.codeversion import module_code_version
+
+SEGMENTATION_VERSION = module_code_version(__name__, "segmentation")
+AGREEMENT_VERSION = module_code_version(__name__, "agreement")
 DESCRIPTIONS = {
     "louvain": "Louvain community detection (python-louvain, fixed seed) on the chip graph: cosine similarity, "
                "edges above a statistic of the similarity histogram (mode by default); two modalities average "
@@ -90,6 +92,47 @@ def support_indices(manifest: dict, n_cols: int) -> dict[str, list[int]]:
     return {cls: [r * n_cols + c for r, c in chips] for cls, chips in (manifest.get("support") or {}).items()}
 
 
+def segment_one(context, lk, sid: str, method: str, config: SegmentationConfig) -> SessionPart:
+    """One session's labels for one method (all modalities and ensembles)."""
+    grid_row, grid = load_grid(lk, sid)
+    sess = session_row(lk, sid)
+    feats, chosen = load_modalities(lk, sid, config)
+    for modality, why in chosen.items():
+        if isinstance(why, dict) and "dropped" in why:
+            context.log.warning(f"{sid}: {method}: modality {modality} left out: {why['dropped']}")
+    support = support_indices(sess["manifest"], grid.n_cols) if method == "fewshot" else None
+    if method == "fewshot" and not support:
+        context.log.warning(f"{sid}: few-shot skipped: session.yaml has no 'support' chips")
+        return SessionPart({"segment_labels": pl.DataFrame(), "segment_runs": pl.DataFrame()},
+                           {"method": method, "skipped": "no support"},
+                           {"skipped": MetadataValue.text("no 'support' chips in session.yaml: add class -> "
+                                                          "[[row, col], ...] to run few-shot")})
+    options = config.method_options()
+    try:
+        results = segment_session(method, feats, options, support, auto_weights=config.auto_weights)
+    except ValueError as exc:
+        raise SessionError(sid, f"{method}: {exc}") from exc
+    labels, runs = [], []
+    for res in results:
+        n = len(res.labels)
+        frame = {"session_id": sid, "method": method, "modality": res.modality,
+                 "chip_index": np.arange(n, dtype=np.int32), "label": res.labels.astype(np.int32)}
+        if res.proba is not None:
+            frame["proba"] = pl.Series(np.asarray(res.proba, dtype=np.float32).tolist(), dtype=pl.List(pl.Float32))
+        labels.append(pl.DataFrame(frame))
+        runs.append({"session_id": sid, "method": method, "modality": res.modality,
+                     "n_labels": int(res.labels.max()) + 1, "features": json.dumps(chosen.get(res.modality, chosen)),
+                     "class_names": res.class_names or None, "params": json.dumps(res.params, default=str)})
+    runs_frame = pl.DataFrame(runs, schema_overrides={"class_names": pl.List(pl.Utf8)})
+    haadf = grid.untile(lk.get_array(grid_row["haadf_stack_sha"])) if grid_row["haadf_stack_sha"] else None
+    png = plots.segmentation_overlay(haadf, {(method, r.modality): r.labels for r in results}, grid, f"{sid} {method}")
+    return SessionPart(
+        {"segment_labels": pl.concat(labels, how="diagonal"), "segment_runs": runs_frame},
+        json.loads(json.dumps({"method": method, **options, "features": chosen, "auto_weights": config.auto_weights},
+                              default=str)),
+        {"labels": table_md(runs_frame.select("modality", "n_labels")), "overlay": png_md(png, method)})
+
+
 def build_segmentation_asset(method: str) -> AssetsDefinition:
     @asset(
         name=f"segmentation_{method}", partitions_def=session_partitions, group_name="segmentation",
@@ -98,52 +141,11 @@ def build_segmentation_asset(method: str) -> AssetsDefinition:
         "eds and the multi-modal ensemble (and ensemble_auto: fusion weight chosen without ground truth).",
     )
     def _segmentation(context: AssetExecutionContext, config: SegmentationConfig, lake: LakeResource):
-        lk, sid = lake.lake(), session_id(context)
-        grid_row, grid = load_grid(lk, sid)
-        sess = session_row(lk, sid)
-        feats, chosen = load_modalities(lk, sid, config)
-        for modality, why in chosen.items():
-            if isinstance(why, dict) and "dropped" in why:
-                context.log.warning(f"{sid}: {method}: modality {modality} left out: {why['dropped']}")
-        support = support_indices(sess["manifest"], grid.n_cols) if method == "fewshot" else None
-        if method == "fewshot" and not support:
-            context.log.warning(f"{sid}: few-shot skipped: session.yaml has no 'support' chips")
-            return write_result(
-                context, lk, code_version=SEGMENTATION_VERSION, parameters={"method": method, "skipped": "no support"},
-                upstream_assets=["haadf_embeddings", "eds_features"],
-                tables={"segment_labels": pl.DataFrame(), "segment_runs": pl.DataFrame()},
-                scope={"session_id": sid, "method": method}, session=sid,
-                metadata={"skipped": MetadataValue.text("no 'support' chips in session.yaml: add class -> "
-                                                        "[[row, col], ...] to run few-shot")},
-            )
-        options = config.method_options()
-        try:
-            results = segment_session(method, feats, options, support, auto_weights=config.auto_weights)
-        except ValueError as exc:
-            raise SessionError(sid, f"{method}: {exc}") from exc
-        labels, runs = [], []
-        for res in results:
-            n = len(res.labels)
-            frame = {"session_id": sid, "method": method, "modality": res.modality,
-                     "chip_index": np.arange(n, dtype=np.int32), "label": res.labels.astype(np.int32)}
-            if res.proba is not None:
-                frame["proba"] = pl.Series(np.asarray(res.proba, dtype=np.float32).tolist(), dtype=pl.List(pl.Float32))
-            labels.append(pl.DataFrame(frame))
-            runs.append({"session_id": sid, "method": method, "modality": res.modality,
-                         "n_labels": int(res.labels.max()) + 1, "features": json.dumps(chosen.get(res.modality, chosen)),
-                         "class_names": res.class_names or None, "params": json.dumps(res.params, default=str)})
-        runs_frame = pl.DataFrame(runs, schema_overrides={"class_names": pl.List(pl.Utf8)})
-        haadf = grid.untile(lk.get_array(grid_row["haadf_stack_sha"])) if grid_row["haadf_stack_sha"] else None
-        png = plots.segmentation_overlay(haadf,
-                                         {(method, r.modality): r.labels for r in results}, grid, f"{sid} {method}")
-        return write_result(
-            context, lk, code_version=SEGMENTATION_VERSION,
-            parameters={"method": method, **options, "features": chosen, "auto_weights": config.auto_weights},
-            upstream_assets=["haadf_embeddings", "eds_features"],
-            tables={"segment_labels": pl.concat(labels, how="diagonal"), "segment_runs": runs_frame},
-            scope={"session_id": sid, "method": method}, session=sid,
-            metadata={"labels": table_md(runs_frame.select("modality", "n_labels")), "overlay": png_md(png, method)},
-        )
+        lk = lake.lake()
+        step = begin(context, lk, ["haadf_embeddings", "eds_features"])
+        parts = {sid: segment_one(context, lk, sid, method, config) for sid in step.session_ids}
+        return write_result(context, step, code_version=SEGMENTATION_VERSION, parts=parts,
+                            table_scopes={t: {"method": method} for t in ("segment_labels", "segment_runs")})
 
     return _segmentation
 
@@ -158,7 +160,13 @@ SEGMENTATION_ASSETS = [build_segmentation_asset(m) for m in METHODS]
                 "where the session has ground truth, AMI and ARI of every labelling against it.",
 )
 def agreement(context: AssetExecutionContext, lake: LakeResource):
-    lk, sid = lake.lake(), session_id(context)
+    lk = lake.lake()
+    step = begin(context, lk, [a.key.to_user_string() for a in SEGMENTATION_ASSETS])
+    parts = {sid: _agreement_one(lk, sid) for sid in step.session_ids}
+    return write_result(context, step, code_version=AGREEMENT_VERSION, parts=parts)
+
+
+def _agreement_one(lk, sid: str) -> SessionPart:
     frame = lk.query("select method, modality, label from segment_labels where session_id = ? "
                      "order by method, modality, chip_index", [sid])
     truth = lk.query("select truth_label from chips where session_id = ? order by chip_index", [sid])["truth_label"]
@@ -178,9 +186,5 @@ def agreement(context: AssetExecutionContext, lake: LakeResource):
     table = pl.DataFrame(rows, schema={"session_id": pl.Utf8, "method": pl.Utf8, "pair": pl.Utf8,
                                        "ami": pl.Float64, "ari": pl.Float64})
     png = plots.agreement_heatmap(table.filter(~pl.col("pair").str.ends_with("truth")), f"{sid} agreement")
-    return write_result(
-        context, lk, code_version=AGREEMENT_VERSION, parameters={"average_method": "arithmetic"},
-        upstream_assets=[a.key.to_user_string() for a in SEGMENTATION_ASSETS], tables={"agreement": table},
-        scope={"session_id": sid}, session=sid,
-        metadata={"table": table_md(table, 30), "heatmap": png_md(png)},
-    )
+    return SessionPart({"agreement": table}, {"average_method": "arithmetic"},
+                       {"table": table_md(table, 30), "heatmap": png_md(png)})

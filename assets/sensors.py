@@ -51,7 +51,7 @@ from dagster import (
 from assets.partitions import dose_partitions, sample_partitions
 from mmlake.errors import SessionError
 from mmlake.lake import Lake
-from mmlake.manifest import MANIFEST_NAME, load_manifest
+from mmlake.manifest import MANIFEST_NAME, content_sha, load_manifest
 from mmlake.store import register_source
 from resources.lake import LakeResource
 from resources.landing import RESERVED, LandingResource
@@ -169,7 +169,7 @@ def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str]:
                     fo.write(chunk)
             shutil.copystat(src, dst)
             shas[rel] = h.hexdigest()
-        content = hashlib.sha256(json.dumps(sorted(shas.items())).encode()).hexdigest()
+        content = content_sha(manifest.raw, {role: shas[rel] for role, rel in manifest.files().items()})
         final = sid_dir / content
         if final.exists():
             shutil.rmtree(tmp)
@@ -202,7 +202,8 @@ def _load_cursor(text: str | None) -> dict[str, Any]:
 
 
 def _requests_for(sessions: list[tuple[str, str, str, str]], instance) -> tuple[list, list]:
-    """RunRequests and dynamic-partition add requests for (session_id, sample, dose_key, sha) rows."""
+    """RunRequests and dynamic-partition add requests for (session_id, sample key, dose_key, sha) rows:
+    one run per partition (it processes every session of the partition)."""
     samples = sorted({s for _, s, _, _ in sessions if not instance.has_dynamic_partition("sample", s)})
     doses = sorted({d for _, _, d, _ in sessions if not instance.has_dynamic_partition("dose", d)})
     adds = []
@@ -210,12 +211,16 @@ def _requests_for(sessions: list[tuple[str, str, str, str]], instance) -> tuple[
         adds.append(sample_partitions.build_add_request(samples))
     if doses:
         adds.append(dose_partitions.build_add_request(doses))
-    runs = [
-        RunRequest(run_key=run_key(sid, sha), job_name=SESSION_JOB,
-                   partition_key=MultiPartitionKey({"sample": sample, "dose": dose}),
-                   tags={"mmlake/session": sid, "mmlake/content_sha": sha[:16], "mmlake/source": "landing"})
-        for sid, sample, dose, sha in sessions
-    ]
+    by_pair: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for sid, sample, dose, sha in sessions:
+        by_pair.setdefault((sample, dose), []).append((sid, sha))
+    runs = []
+    for (sample, dose), items in sorted(by_pair.items()):
+        items.sort()
+        runs.append(RunRequest(
+            run_key=";".join(run_key(sid, sha) for sid, sha in items), job_name=SESSION_JOB,
+            partition_key=MultiPartitionKey({"sample": sample, "dose": dose}),
+            tags={"mmlake/sessions": ",".join(sid for sid, _ in items)[:900], "mmlake/source": "landing"}))
     return runs, adds
 
 
@@ -261,9 +266,20 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
             context.log.warning(f"rejected {name} -> {dest}: {exc}")
             continue
         staged, sha = stage(folder, manifest, staged_root)
-        register_source(lake, staged)
-        prune_staged(staged.parent, staged)
-        accepted.append((manifest.session_id, manifest.sample, manifest.dose_key, sha))
+        try:
+            reg = register_source(lake, staged, content=sha)
+        except SessionError as exc:  # different content under a stored identity: never replaced silently
+            shutil.rmtree(staged, ignore_errors=True)
+            dest = reject(folder, landing.rejected(), str(exc))
+            context.log.warning(f"rejected {name} -> {dest}: {exc}")
+            continue
+        if reg.status == "unchanged":
+            if staged != Path(_registered_folder(lake, reg.session_id)):  # the first copy stays the source
+                shutil.rmtree(staged, ignore_errors=True)
+            context.log.info(f"{manifest.session_id} ({name}): identical content is already in the lake; nothing to do")
+        else:
+            prune_staged(staged.parent, staged)
+            accepted.append((manifest.session_id, manifest.sample_key, manifest.dose_key, sha))
         try:
             dest = unique_dest(landing.processed(), name)
             shutil.move(str(folder), str(dest))
@@ -299,12 +315,17 @@ def _unread_staged(lake: Lake, staged_root: Path) -> list[tuple[str, str, str, s
     if not staged_root.is_dir() or not lake.db_path.exists():
         return []
     rows = lake.query(
-        "select s.session_id, s.sample, s.dose_key, s.folder from session_sources s "
+        "select s.session_id, s.sample_key, s.dose_key, s.content_sha from session_sources s "
         "where starts_with(s.folder, ?) and not exists (select 1 from sessions x where "
-        "x.session_id = s.session_id and x.source_folder = s.folder) order by s.registered_at",
+        "x.session_id = s.session_id and x.content_sha = s.content_sha) order by s.registered_at",
         [str(staged_root) + os.sep],
     ).rows()
-    return [(sid, sample, dose, Path(folder).name) for sid, sample, dose, folder in rows]
+    return [tuple(r) for r in rows]
+
+
+def _registered_folder(lake: Lake, session_id: str) -> str:
+    rows = lake.query("select folder from session_sources where session_id = ?", [session_id]).rows()
+    return rows[0][0] if rows else ""
 
 
 @sensor(

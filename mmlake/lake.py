@@ -6,8 +6,14 @@ every connection here is opened late, held for one short transaction, closed at 
 with jittered backoff when another process holds the lock. All heavy work (reading files, FFTs,
 encoders) happens before the write, so the lock is held for milliseconds, not minutes.
 
-A partition is replaced atomically: delete its rows and insert the new ones in one transaction, with
-the provenance row in the same transaction. A process killed mid-write leaves the previous rows.
+A partition is replaced atomically: the rows the asset's previous materialization of that partition
+wrote are copied to the `history` schema and deleted, and the new rows inserted, in one transaction
+with the provenance row. A process killed mid-write leaves the previous rows. Nothing is dropped:
+`history.<table>` holds every replaced row with the materialization that replaced it.
+
+The upstream materializations an asset read are captured when it starts reading (`Provenance.upstream`)
+and checked again inside the write transaction: if one was replaced in between, the write is refused,
+so a row is never stamped with inputs it did not read.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from mmlake.errors import LakeError
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 DEFAULT_HOME = ".mmlake"
 _LOCK_WORDS = ("lock", "conflicting", "being used by another process")
+SCHEMA_VERSION = 2  # 1 = lakes written before session identity (sample@dose ids); see mmlake/migrate.py
+HISTORY_SCHEMA = "history"
 
 
 def lake_home(home: str | os.PathLike | None = None) -> Path:
@@ -60,13 +68,16 @@ class Provenance:
     device: str | None = None
     weights: str | None = None
     session_id: str | None = None
+    session_ids: Sequence[str] = ()
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    check_upstream: bool = True  # refuse the write if an upstream read was replaced meanwhile
 
     @property
     def data_version(self) -> str:
-        """hash(code version, parameters, upstream data versions): equal inputs, equal versions."""
+        """hash(code version, parameters, weights, upstream data versions): equal inputs, equal
+        versions; other weights (an encoder's file installed) give another version downstream too."""
         ups = sorted(u["data_version"] for u in self.upstream)
-        return stable_hash(self.asset_key, self.code_version, dict(self.parameters), ups)[:24]
+        return stable_hash(self.asset_key, self.code_version, dict(self.parameters), self.weights, ups)[:24]
 
 
 class Lake:
@@ -78,6 +89,7 @@ class Lake:
         self.objects = self.home / "objects"
         self.lock_timeout_s = lock_timeout_s
         self._schema_applied = False
+        self._version_checked = False
 
     # ------------------------------------------------------------------ connections
     @contextmanager
@@ -87,7 +99,9 @@ class Lake:
         if not read_only and not self._schema_applied:
             self._schema_applied = True
             with self.connect() as con:
-                apply_schema(con)
+                from mmlake.migrate import upgrade
+
+                upgrade(con, self.db_path)
         if read_only and not self.db_path.exists():
             with self.connect():
                 pass
@@ -106,6 +120,15 @@ class Lake:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.6, 1.0)
         try:
+            if read_only and not self._version_checked:
+                from mmlake.migrate import CURRENT, schema_version
+
+                found = schema_version(con)
+                if found is not None and found != CURRENT:
+                    raise LakeError(f"the lake at {self.home} has schema version {found}; this mmlake reads "
+                                    f"version {CURRENT}. Run `mmlake migrate` to upgrade it in place (no row "
+                                    "is lost; see README, 'Upgrading a lake').")
+                self._version_checked = True
             yield con
         finally:
             con.close()
@@ -193,16 +216,18 @@ class Lake:
         self,
         prov: Provenance,
         tables: Mapping[str, pl.DataFrame],
-        scope: Mapping[str, Any],
+        scope: Mapping[str, Any] | None = None,
         software: Mapping[str, str] | None = None,
         table_scopes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Atomically replace the rows of one partition in each table and record provenance.
+        """Atomically replace what one asset wrote for one partition, and record provenance.
 
-        `scope` names the columns that identify the partition's rows (e.g. session_id, method); the
-        old rows matching it are deleted and the new frames inserted, every row stamped with the new
-        materialization_id, all in one transaction. `table_scopes` overrides the scope of tables that
-        several assets share (e.g. feature_sets rows of one modality).
+        In one transaction: the rows of the asset's current materialization of `prov.partition_key`
+        in each table (plus, when given, rows matching `scope` / `table_scopes[table]`, columns that
+        identify the partition's rows, e.g. session_id) are copied to `history.<table>` and deleted,
+        the new frames are inserted stamped with the new materialization_id, and the ledger row is
+        written. If an upstream materialization recorded in `prov.upstream` is no longer current
+        (another run replaced it after this one read it), nothing is written and LakeError says so.
         """
         mid = uuid.uuid4().hex
         finished = dt.datetime.now(dt.timezone.utc)
@@ -210,25 +235,52 @@ class Lake:
         with self.connect() as con:
             con.execute("begin transaction")
             try:
+                if prov.check_upstream:
+                    _check_upstream_current(con, prov)
+                prev = con.execute(
+                    "select materialization_id from materializations where asset_key = ? "
+                    "and partition_key is not distinct from ? and is_current",
+                    [prov.asset_key, prov.partition_key]).fetchall()
+                prev_ids = [r[0] for r in prev]
                 con.execute(
                     "update materializations set is_current = false where asset_key = ? "
                     "and partition_key is not distinct from ? and is_current",
                     [prov.asset_key, prov.partition_key],
                 )
                 con.execute(
-                    "insert into materializations values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,true)",
+                    "insert into materializations by name select * from (select ? as materialization_id, "
+                    "? as asset_key, ? as partition_key, ? as session_id, ? as run_id, ? as code_version, "
+                    "? as data_version, ? as parameters, ? as upstream_ids, ? as software, ? as device, "
+                    "? as weights, ? as started_at, ? as finished_at, ? as row_count, true as is_current, "
+                    "?::varchar[] as session_ids)",
                     [
                         mid, prov.asset_key, prov.partition_key, prov.session_id, prov.run_id,
                         prov.code_version, prov.data_version, json.dumps(dict(prov.parameters), default=str),
                         [u["materialization_id"] for u in prov.upstream], json.dumps(software),
                         prov.device, prov.weights, prov.started_at, finished,
-                        sum(len(f) for f in tables.values()),
+                        sum(len(f) for f in tables.values()), list(prov.session_ids),
                     ],
                 )
                 for table, frame in tables.items():
-                    sc = (table_scopes or {}).get(table, scope)
-                    where = " and ".join(f"{c} is not distinct from ?" for c in sc)
-                    con.execute(f"delete from {table} where {where}", list(sc.values()))
+                    sc = (table_scopes or {}).get(table, scope) or {}
+                    conds, params = [], []
+                    if prev_ids:
+                        conds.append(f"materialization_id in ({','.join('?' * len(prev_ids))})")
+                        params += prev_ids
+                    if sc:
+                        parts = []
+                        for c, v in sc.items():
+                            if isinstance(v, (list, tuple)):
+                                parts.append(f"{c} in ({','.join('?' * len(v))})" if v else "false")
+                                params += list(v)
+                            else:
+                                parts.append(f"{c} is not distinct from ?")
+                                params.append(v)
+                        conds.append("(" + " and ".join(parts) + ")")
+                    if conds:
+                        where = " or ".join(conds)
+                        _archive(con, table, where, params, mid, finished)
+                        con.execute(f"delete from {table} where {where}", params)
                     if len(frame):
                         stamped = frame.with_columns(pl.lit(mid).alias("materialization_id"))
                         con.register("_incoming", stamped.to_arrow())
@@ -241,6 +293,43 @@ class Lake:
         return {"materialization_id": mid, "data_version": prov.data_version, "rows": {t: len(f) for t, f in tables.items()}}
 
 
+def _check_upstream_current(con: duckdb.DuckDBPyConnection, prov: Provenance) -> None:
+    """Inside the write transaction: every upstream materialization the asset read is still current."""
+    ids = [u["materialization_id"] for u in prov.upstream]
+    if not ids:
+        return
+    rows = con.execute(
+        f"select materialization_id, asset_key, is_current from materializations "
+        f"where materialization_id in ({','.join('?' * len(ids))})", ids).fetchall()
+    stale = [(r[1], r[0]) for r in rows if not r[2]]
+    missing = set(ids) - {r[0] for r in rows}
+    if stale or missing:
+        what = ", ".join(f"{a} ({m[:12]})" for a, m in stale) or ", ".join(sorted(missing))
+        raise LakeError(
+            f"{prov.asset_key} [{prov.partition_key}]: its input {what} was replaced by another run while "
+            "this step was computing; nothing was written, so no row claims inputs it did not read. "
+            "Re-run the partition (one partition runs at a time through the run queue and `mmlake ingest`).")
+
+
+def _archive(con: duckdb.DuckDBPyConnection, table: str, where: str, params: list, mid: str,
+             at: dt.datetime) -> None:
+    """Copy the rows about to be replaced to history.<table> (created, and widened, as needed)."""
+    con.execute(f"create schema if not exists {HISTORY_SCHEMA}")
+    hist = f"{HISTORY_SCHEMA}.{table}"
+    con.execute(f"create table if not exists {hist} as select *, null::varchar as replaced_by, "
+                f"null::timestamptz as replaced_at from {table} limit 0")
+    have = {r[0] for r in con.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        [HISTORY_SCHEMA, table]).fetchall()}
+    for name, dtype in con.execute(
+            "select column_name, data_type from information_schema.columns where table_schema = 'main' "
+            "and table_name = ? order by ordinal_position", [table]).fetchall():
+        if name not in have:
+            con.execute(f'alter table {hist} add column "{name}" {dtype}')
+    con.execute(f"insert into {hist} by name select *, ?::varchar as replaced_by, ?::timestamptz as replaced_at "
+                f"from {table} where {where}", [mid, at, *params])
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -250,7 +339,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Apply sql/schema.sql (every statement is IF NOT EXISTS, so this is idempotent)."""
+    """Apply sql/schema.sql (every statement is IF NOT EXISTS, so this is idempotent). Use
+    `mmlake.migrate.upgrade` on a lake that may be older: it also adds columns and rewrites ids."""
     con.execute((SQL_DIR / "schema.sql").read_text())
 
 

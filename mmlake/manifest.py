@@ -27,8 +27,34 @@ def dose_key(dose_dpa: float) -> str:
     return f"{float(dose_dpa):g}"
 
 
-def make_session_id(sample: str, dose_dpa: float) -> str:
-    return f"{sample}@{dose_key(dose_dpa)}"
+CAMPAIGN_KEY_RE = re.compile(r"[^a-z0-9]+")
+ACQUISITION_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def campaign_key(campaign: str) -> str:
+    """Partition-safe slug of a campaign name: 'LFO irradiation 2024' -> 'lfo-irradiation-2024'.
+
+    It has no '.', so the first '.' of a sample key separates campaign from sample."""
+    slug = CAMPAIGN_KEY_RE.sub("-", campaign.lower()).strip("-")
+    return slug or "campaign"
+
+
+def make_sample_key(campaign: str, sample: str) -> str:
+    """The sample partition key, unique across campaigns: '<campaign key>.<sample>'."""
+    return f"{campaign_key(campaign)}.{sample}"
+
+
+def acquisition_key(acquired_at: dt.datetime, acquisition: str | None = None) -> str:
+    """The acquisition part of a session's identity: the manifest's `acquisition` name, else the
+    acquisition time in UTC to the second ('20240501T143000')."""
+    if acquisition:
+        return acquisition
+    return acquired_at.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
+def make_session_id(campaign: str, sample: str, dose_dpa: float, acquisition: str) -> str:
+    """One acquisition: '<campaign key>.<sample>@<dose>~<acquisition>', unique across the lake."""
+    return f"{make_sample_key(campaign, sample)}@{dose_key(dose_dpa)}~{acquisition}"
 
 
 @dataclass(frozen=True)
@@ -51,11 +77,25 @@ class Manifest:
     truth_classes: tuple[str, ...] = ()
     kfactors: dict[str, float] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
+    acquisition_name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def acquisition(self) -> str:
+        return acquisition_key(self.acquired_at, self.acquisition_name)
+
+    @property
+    def sample_key(self) -> str:
+        return make_sample_key(self.campaign, self.sample)
+
+    @property
     def session_id(self) -> str:
-        return make_session_id(self.sample, self.dose_dpa)
+        return make_session_id(self.campaign, self.sample, self.dose_dpa, self.acquisition)
+
+    @property
+    def partition_id(self) -> str:
+        """The sample x dose pair this acquisition belongs to: '<sample key>@<dose>'."""
+        return f"{self.sample_key}@{self.dose_key}"
 
     @property
     def dose_key(self) -> str:
@@ -98,8 +138,11 @@ def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True
     label = folder.name or str(folder)
     if not isinstance(raw, dict):
         raise SessionError(label, f"{MANIFEST_NAME} must be a mapping of fields, got {type(raw).__name__}")
-    if isinstance(raw.get("sample"), str) and isinstance(raw.get("dose_dpa"), (int, float)):
-        label = make_session_id(raw["sample"], raw["dose_dpa"])
+    if isinstance(raw.get("sample"), str) and isinstance(raw.get("dose_dpa"), (int, float)) \
+            and not isinstance(raw.get("dose_dpa"), bool):
+        label = f"{raw['sample']}@{dose_key(raw['dose_dpa'])}"
+        if isinstance(raw.get("campaign"), str):
+            label = f"{make_sample_key(raw['campaign'], raw['sample'])}@{dose_key(raw['dose_dpa'])}"
 
     def fail(msg: str) -> SessionError:
         return SessionError(label, f"{MANIFEST_NAME}: {msg}")
@@ -131,6 +174,13 @@ def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True
         raise fail("missing required field 'acquired_at' (ISO 8601 date-time)")
     if acquired.tzinfo is None:
         acquired = acquired.replace(tzinfo=dt.timezone.utc)
+    acquisition = raw.get("acquisition")
+    if acquisition is not None:
+        if isinstance(acquisition, (int, float)) and not isinstance(acquisition, bool):
+            acquisition = str(acquisition)
+        if not isinstance(acquisition, str) or not ACQUISITION_RE.match(acquisition):
+            raise fail(f"field 'acquisition' must be a short name of letters, digits, '_', '.', '-' "
+                       f"(e.g. map2), got {acquisition!r}")
     inst = need("instrument", (dict,), "a mapping with 'name' and 'beam_kv'")
     if not isinstance(inst.get("name"), str):
         raise fail("field 'instrument.name' must be text")
@@ -199,7 +249,7 @@ def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True
         elements=tuple(elements), chip_px=chip_px, support=support, truth=paths.get("truth"),
         truth_classes=tuple(str(c) for c in classes),
         kfactors={str(k): float(v) for k, v in kf_raw.items()},
-        roles={str(k): str(v) for k, v in roles_raw.items()}, raw=raw,
+        roles={str(k): str(v) for k, v in roles_raw.items()}, acquisition_name=acquisition, raw=raw,
     )
 
 
@@ -220,3 +270,15 @@ def _safe_relpath(rel: str, folder: Path, key: str, fail) -> str:
         raise fail(f"field '{key}' ({rel}): unsupported file type '{target.suffix}'; "
                    f"supported: {', '.join(sorted(DATA_SUFFIXES))}")
     return rel
+
+
+def content_sha(raw: dict[str, Any], file_shas: dict[str, str]) -> str:
+    """A session's content identity: sha256 over the parsed manifest (canonical JSON, so comments,
+    key order and whitespace do not count) and the sha256 of every file it names, by role. No path
+    enters it: the same bytes copied to another folder are the same content."""
+    import hashlib
+    import json
+
+    text = json.dumps({"manifest": raw, "files": dict(sorted(file_shas.items()))}, sort_keys=True,
+                      default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +19,134 @@ import polars as pl
 
 from mmlake.errors import SessionError
 from mmlake.lake import Lake, sha256_file
-from mmlake.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
+from mmlake.manifest import MANIFEST_NAME, Manifest, content_sha, load_manifest, parse_manifest
 from mmlake.session import Session, open_manifest
 
 
-def register_source(lake: Lake, folder: str | os.PathLike) -> Manifest:
-    """Validate a session folder's manifest and record where its files are, for `raw_session`.
+@dataclass
+class Registration:
+    """What registering a session folder did: `status` is new, unchanged or replaced."""
 
-    Registering the same folder twice replaces the registration (idempotent).
+    manifest: Manifest
+    status: str
+    content_sha: str
+    previous_sha: str | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.manifest.session_id
+
+
+def folder_content(folder: Path, manifest: Manifest) -> tuple[str, dict[str, str]]:
+    """content_sha of a session folder and the sha256 of each named file, by role."""
+    shas = {role: sha256_file(folder / rel) for role, rel in manifest.files().items()}
+    return content_sha(manifest.raw, shas), shas
+
+
+def register_source(lake: Lake, folder: str | os.PathLike, *, replace: bool = False,
+                    content: str | None = None) -> Registration:
+    """Validate a session folder's manifest and register it for `raw_session`, by identity.
+
+    The rules (README, 'Session identity'): a session is campaign + sample + dose + acquisition.
+    - a new identity is registered (status 'new');
+    - identical content (same manifest, same file hashes, from any folder) is a no-op ('unchanged':
+      nothing is recomputed, the first folder stays the recorded source);
+    - different content under a registered identity is refused with a SessionError naming both
+      sources, unless `replace=True` ('replaced': recorded in session_events; the rows it
+      replaces move to the lake's history schema when raw_session runs).
+    `content` may be passed when the caller already hashed the files (the landing sensor does).
     """
     folder = Path(folder).resolve()
     manifest = load_manifest(folder)
+    sha = content or folder_content(folder, manifest)[0]
+    now = dt.datetime.now(dt.timezone.utc)
+    sid = manifest.session_id
     with lake.connect() as con:
         con.execute("begin transaction")
-        con.execute("delete from session_sources where session_id = ?", [manifest.session_id])
-        con.execute(
-            "insert into session_sources values (?,?,?,?,?,?,?)",
-            [manifest.session_id, manifest.campaign, manifest.sample, manifest.dose_key,
-             str(folder), sha256_file(folder / MANIFEST_NAME), dt.datetime.now(dt.timezone.utc)],
-        )
+        try:
+            prev = con.execute("select folder, content_sha from session_sources where session_id = ?",
+                               [sid]).fetchone()
+            stored = con.execute("select content_sha from sessions where session_id = ?", [sid]).fetchone()
+            prev_sha = (stored[0] if stored else None) or (prev[1] if prev else None)
+            if prev is not None and prev_sha == sha:
+                status = "unchanged"
+            elif prev is not None and prev_sha is not None and not replace:
+                raise SessionError(sid, (
+                    f"this session identity already holds different content (registered from "
+                    f"{prev[0]}, content {prev_sha[:12]}); {folder} has content {sha[:12]}. If it is another "
+                    "map of the same sample and dose, give it its own `acquisition: <name>` (or its real "
+                    "acquired_at) in session.yaml; if it is meant to replace the stored session, run "
+                    "`mmlake ingest --replace PATH` (the earlier rows stay queryable in the history schema)."))
+            else:
+                status = "replaced" if prev is not None and prev_sha is not None else "new"
+            if status != "unchanged":
+                con.execute("delete from session_sources where session_id = ?", [sid])
+                con.execute(
+                    "insert into session_sources by name select ? as session_id, ? as campaign, ? as sample, "
+                    "? as dose_key, ? as folder, ? as manifest_sha256, ? as registered_at, ? as sample_key, "
+                    "? as acquisition, ? as partition_key, ? as content_sha",
+                    [sid, manifest.campaign, manifest.sample, manifest.dose_key, str(folder),
+                     sha256_file(folder / MANIFEST_NAME), now, manifest.sample_key, manifest.acquisition,
+                     partition_key_str(manifest), sha],
+                )
+            record_event(con, sid, "registered" if status == "new" else status, sha, prev_sha, str(folder))
+            con.execute("commit")
+        except SessionError as exc:
+            con.execute("rollback")
+            with lake.connect() as con2:
+                record_event(con2, sid, "refused", sha, prev_sha, str(folder), str(exc))
+            raise
+        except BaseException:
+            con.execute("rollback")
+            raise
+    return Registration(manifest, status, sha, prev_sha)
+
+
+def record_event(con, session_id: str, event: str, sha: str | None, previous: str | None,
+                 folder: str | None, message: str | None = None) -> None:
+    con.execute("insert into session_events values (?,?,?,?,?,?,?)",
+                [session_id, event, sha, previous, folder, message, dt.datetime.now(dt.timezone.utc)])
+
+
+def partition_key_str(manifest: Manifest) -> str:
+    """Dagster's string of the (dose, sample) multi-partition key: '<dose>|<sample key>'."""
+    return f"{manifest.dose_key}|{manifest.sample_key}"
+
+
+def partition_registrations(lake: Lake, partition_key: str) -> list[dict[str, Any]]:
+    """Registered sessions of a partition, in session_id order."""
+    return lake.query("select * from session_sources where partition_key = ? order by session_id",
+                      [partition_key]).to_dicts()
+
+
+def withdraw_registration(lake: Lake, session_id: str, message: str) -> str:
+    """Undo the registration of a session whose files could not be read, so its partition runs again
+    for the sessions that are fine: a new identity is dropped from the registry; a replacement falls
+    back to the stored session (its registration points at the stored content again). Stored rows
+    are never touched. Returns 'withdrawn', 'restored' or 'none'."""
+    with lake.connect() as con:
+        con.execute("begin transaction")
+        row = con.execute("select folder, content_sha from session_sources where session_id = ?",
+                          [session_id]).fetchone()
+        stored = con.execute("select source_folder, content_sha from sessions where session_id = ?",
+                             [session_id]).fetchone()
+        if row is None or (stored is not None and stored[1] == row[1]):
+            con.execute("rollback")
+            return "none"
+        if stored is None:
+            con.execute("delete from session_sources where session_id = ?", [session_id])
+            outcome = "withdrawn"
+        else:
+            con.execute("update session_sources set folder = ?, content_sha = ? where session_id = ?",
+                        [stored[0], stored[1], session_id])
+            outcome = "restored"
+        record_event(con, session_id, "failed", row[1], stored[1] if stored else None, row[0], message)
         con.execute("commit")
-    return manifest
+    return outcome
 
 
-def source_folder(lake: Lake, session_id: str) -> Path:
-    rows = lake.query("select folder from session_sources where session_id = ?", [session_id]).to_dicts()
-    if not rows:
-        raise SessionError(session_id, "no session folder is registered for this partition; "
-                                       "run `mmlake ingest PATH` (or drop it in the landing zone) first")
-    return Path(rows[0]["folder"])
-
-
-def session_frames(lake: Lake, session: Session, folder: Path) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+def session_frames(lake: Lake, session: Session, folder: Path, content: str | None = None
+                   ) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
     """Copy a session's files into the object folder and build its `sessions`/`session_files` rows.
 
     Also streams once over the EDS cube (lazy, chunk by chunk) to prove it is readable and not empty
@@ -89,7 +186,8 @@ def session_frames(lake: Lake, session: Session, folder: Path) -> tuple[dict[str
         "elements": list(m.elements), "chip_px": m.chip_px,
         "has_haadf": session.haadf is not None, "has_eds": session.eds is not None,
         "eds_binning": session.eds_binning, "manifest": json.dumps(m.raw, default=str),
-        "source_folder": str(folder),
+        "source_folder": str(folder), "sample_key": m.sample_key, "acquisition": m.acquisition,
+        "partition_key": partition_key_str(m), "content_sha": content,
     }
     frames = {
         "sessions": pl.DataFrame([row], schema_overrides={"haadf_shape": pl.List(pl.Int32),

@@ -2,11 +2,18 @@
 -- Every data table carries materialization_id -> materializations, the provenance ledger.
 
 -- ============================================================ core (ingest)
+-- The lake's schema version (mmlake.lake.SCHEMA_VERSION); mmlake.migrate upgrades older lakes.
+CREATE TABLE IF NOT EXISTS schema_meta (
+    key                VARCHAR PRIMARY KEY,
+    value              VARCHAR NOT NULL,
+    updated_at         TIMESTAMPTZ
+);
+
 CREATE TABLE IF NOT EXISTS materializations (
     materialization_id VARCHAR PRIMARY KEY,
     asset_key          VARCHAR NOT NULL,   -- e.g. 'chips', 'segmentation_louvain'
-    partition_key      VARCHAR,            -- Dagster partition key ('0.1|pristine'), NULL if unpartitioned
-    session_id         VARCHAR,            -- 'sample@dose' for STEM partitions
+    partition_key      VARCHAR,            -- Dagster partition key ('0.1|demo.pristine': dose|sample key), NULL if unpartitioned
+    session_id         VARCHAR,            -- the session when the partition holds exactly one, else NULL (see session_ids)
     run_id             VARCHAR,            -- Dagster run id (NULL when called outside Dagster)
     code_version       VARCHAR NOT NULL,
     data_version       VARCHAR NOT NULL,   -- hash(code_version, parameters, upstream data versions)
@@ -18,23 +25,45 @@ CREATE TABLE IF NOT EXISTS materializations (
     started_at         TIMESTAMPTZ,
     finished_at        TIMESTAMPTZ,
     row_count          BIGINT,
-    is_current         BOOLEAN NOT NULL    -- the newest materialization of (asset_key, partition_key)
+    is_current         BOOLEAN NOT NULL,   -- the newest materialization of (asset_key, partition_key)
+    session_ids        VARCHAR[]           -- every session (acquisition) whose rows this materialization wrote
 );
 
--- Where a registered session folder lives (written by `mmlake ingest` / the landing sensor). Not data:
--- raw_session copies the files into the object folder, after which only the lake copy is read.
+-- The registry of sessions: one row per session identity (campaign + sample + dose + acquisition),
+-- written by `mmlake ingest` / the landing sensor before raw_session runs. `folder` is where the files
+-- were registered from; raw_session copies them into the object folder, after which only the lake copy
+-- is read. content_sha = sha256 over the parsed manifest and every named file's sha256 (never a path):
+-- the same bytes from another folder are the same content.
 CREATE TABLE IF NOT EXISTS session_sources (
-    session_id         VARCHAR NOT NULL,
+    session_id         VARCHAR NOT NULL,   -- '<campaign key>.<sample>@<dose>~<acquisition>'
     campaign           VARCHAR NOT NULL,
     sample             VARCHAR NOT NULL,
     dose_key           VARCHAR NOT NULL,
     folder             VARCHAR NOT NULL,
     manifest_sha256    VARCHAR NOT NULL,
-    registered_at      TIMESTAMPTZ NOT NULL
+    registered_at      TIMESTAMPTZ NOT NULL,
+    sample_key         VARCHAR,            -- '<campaign key>.<sample>': the sample partition key
+    acquisition        VARCHAR,            -- manifest 'acquisition', else acquired_at as 20240501T143000
+    partition_key      VARCHAR,            -- Dagster partition key '<dose>|<sample key>'
+    content_sha        VARCHAR
+);
+
+-- What happened to each session identity, in order: registered, unchanged (identical content again,
+-- from any folder: nothing recomputed), replaced (mmlake ingest --replace: the earlier rows went to the
+-- history schema), refused (different content without --replace), failed (could not be read: the
+-- registration was withdrawn, stored rows untouched).
+CREATE TABLE IF NOT EXISTS session_events (
+    session_id         VARCHAR NOT NULL,
+    event              VARCHAR NOT NULL,
+    content_sha        VARCHAR,
+    previous_sha       VARCHAR,
+    folder             VARCHAR,
+    message            VARCHAR,
+    event_at           TIMESTAMPTZ NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS sessions (
-    session_id         VARCHAR NOT NULL,   -- sample@dose
+    session_id         VARCHAR NOT NULL,   -- '<campaign key>.<sample>@<dose>~<acquisition>'
     campaign           VARCHAR NOT NULL,
     sample             VARCHAR NOT NULL,
     dose_dpa           DOUBLE NOT NULL,
@@ -55,7 +84,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     eds_binning        INTEGER,            -- factor the finer grid was binned by to register (1 = none)
     manifest           JSON,
     source_folder      VARCHAR,
-    materialization_id VARCHAR NOT NULL
+    materialization_id VARCHAR NOT NULL,
+    sample_key         VARCHAR,            -- '<campaign key>.<sample>' (the sample partition key)
+    acquisition        VARCHAR,            -- which map of this sample x dose
+    partition_key      VARCHAR,            -- '<dose>|<sample key>'
+    content_sha        VARCHAR             -- see session_sources
 );
 
 CREATE TABLE IF NOT EXISTS session_files (

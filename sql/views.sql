@@ -79,7 +79,7 @@ LEFT JOIN files AS f ON f.materialization_id = r.materialization_id;
 -- One row per raw file a materialization derives from (the raw_session ancestors' session_files):
 --     select * from lineage_files where root_id = '<materialization_id>'
 CREATE OR REPLACE VIEW lineage_files AS
-SELECT l.root_id, l.depth, l.materialization_id, l.session_id, sf.role, sf.file_name, sf.sha256, sf.bytes
+SELECT l.root_id, l.depth, l.materialization_id, sf.session_id, sf.role, sf.file_name, sf.sha256, sf.bytes
 FROM lineage AS l
 JOIN session_files AS sf ON sf.materialization_id = l.materialization_id;
 
@@ -101,3 +101,54 @@ JOIN sessions AS s USING (session_id)
 JOIN phase_roles AS p ON p.role = r.role AND (p.campaign IS NULL OR p.campaign = s.campaign)
 JOIN crystal_reference_spacings AS c ON c.phase = p.phase
 WHERE r.d_spacing_nm IS NOT NULL;
+
+-- ------------------------------------------------------------ sessions and acquisitions (identity)
+-- One row per session (acquisition) with its identity and what happened to it last.
+--     select * from session_catalog where sample = 'pristine' order by campaign, dose_dpa, acquisition
+CREATE OR REPLACE VIEW session_catalog AS
+SELECT
+    s.campaign, s.sample, s.sample_key, s.dose_dpa, s.dose_key, s.acquisition, s.acquired_at,
+    s.session_id, s.partition_key, s.instrument, s.has_haadf, s.has_eds, s.content_sha,
+    count(*) OVER (PARTITION BY s.partition_key) AS acquisitions_in_pair,
+    (SELECT max(e.event_at) FROM session_events AS e WHERE e.session_id = s.session_id) AS last_event_at,
+    (SELECT count(*) FROM session_events AS e WHERE e.session_id = s.session_id AND e.event = 'replaced') AS times_replaced,
+    s.materialization_id
+FROM sessions AS s;
+
+-- The ordered-vs-disordered shift per sample x dose across its acquisitions (maps): mean, spread
+-- (sample standard deviation; NULL with one acquisition) and range of percent_diff, per method,
+-- modality and element. The per-acquisition figures are in composition_shift.
+--     select * from shift_by_pair where element = 'O' and modality = 'ensemble' order by campaign, sample, dose_dpa
+CREATE OR REPLACE VIEW shift_by_pair AS
+SELECT
+    s.campaign, s.sample, s.sample_key, s.dose_dpa, o.method, o.modality, o.element,
+    count(DISTINCT o.session_id)            AS n_acquisitions,
+    avg(o.percent_diff)                     AS percent_diff_mean,
+    stddev_samp(o.percent_diff)             AS percent_diff_sd,
+    min(o.percent_diff)                     AS percent_diff_min,
+    max(o.percent_diff)                     AS percent_diff_max,
+    avg(o.percent_diff_renorm)              AS percent_diff_renorm_mean,
+    stddev_samp(o.percent_diff_renorm)      AS percent_diff_renorm_sd,
+    list(o.session_id ORDER BY o.session_id) AS session_ids
+FROM ordered_disordered_shift AS o
+JOIN sessions AS s USING (session_id)
+GROUP BY ALL;
+
+-- Region composition per sample x dose across acquisitions: mean and spread of each role's
+-- chip-weighted composition (regions of one segmentation), per method, modality and element.
+CREATE OR REPLACE VIEW role_composition_by_pair AS
+WITH per_session AS (
+    SELECT s.campaign, s.sample, s.sample_key, s.dose_dpa, r.session_id, r.method, r.modality, r.role,
+           c.element, sum(c.atomic_percent * r.n_chips) / sum(r.n_chips) AS atomic_percent
+    FROM regions AS r
+    JOIN region_composition AS c
+        ON c.session_id = r.session_id AND c.method = r.method AND c.modality = r.modality AND c.region = r.region
+    JOIN sessions AS s ON s.session_id = r.session_id
+    WHERE c.atomic_percent IS NOT NULL
+    GROUP BY ALL
+)
+SELECT campaign, sample, sample_key, dose_dpa, method, modality, role, element,
+       count(DISTINCT session_id) AS n_acquisitions, avg(atomic_percent) AS atomic_percent_mean,
+       stddev_samp(atomic_percent) AS atomic_percent_sd
+FROM per_session
+GROUP BY ALL;

@@ -9,7 +9,9 @@ import pytest
 from dagster import AssetKey, DagsterEventType, execute_job, reconstructable
 
 from assets.partitions import add_session_partitions
-from assets.scaleout import dask_job_def, dask_run_config, partition_tags, session_job_def
+from assets.partitions import partition_tags
+from assets.scaleout import dask_run_config
+from assets.targets import dask_job_def, session_job_def
 from mmlake.lake import Lake
 from mmlake.store import register_source
 from tests.sessions import make_tiny_session

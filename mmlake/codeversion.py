@@ -1,0 +1,114 @@
+"""Code versions derived from the code itself.
+
+Why: hand-kept version constants drift (outputs changed in later commits without a version bump, so
+the stale schedule never saw the change). `code_version(fn)` hashes the source of a function together
+with every project module its module imports, transitively (`mmlake.*`, `assets.*`, `resources.*`),
+so editing any function that can shape an asset's rows gives that asset a new version, and the stale
+schedule re-materializes it and everything downstream.
+
+Left out on purpose, because they cannot change stored rows: modules that only draw pictures or
+move bytes (`INFRASTRUCTURE` below). Library versions are recorded separately (materializations.software).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import inspect
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PROJECT_PACKAGES = ("mmlake", "assets", "resources")
+INFRASTRUCTURE = frozenset({
+    "mmlake.lake", "mmlake.errors", "mmlake.plots", "mmlake.codeversion", "mmlake.migrate",
+    "mmlake.sqlguard", "assets.common", "assets.partitions", "assets.checks", "assets.sensors",
+    "assets.schedules", "assets.runner", "assets.cli", "assets.definitions", "assets.scaleout",
+    "resources.lake", "resources.landing",
+})
+
+
+def _module_file(name: str) -> Path | None:
+    mod = sys.modules.get(name)
+    path = getattr(mod, "__file__", None) if mod is not None else None
+    if path is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        path = spec.origin if spec is not None else None
+    return Path(path) if path and path.endswith(".py") else None
+
+
+@lru_cache(maxsize=None)
+def _imports(name: str) -> tuple[str, ...]:
+    """Project modules imported anywhere in module `name` (function-level imports included)."""
+    path = _module_file(name)
+    if path is None:
+        return ()
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(p for p in [*parent, base] if p)
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for n in names:
+            if n.split(".")[0] in PROJECT_PACKAGES and _module_file(n) is not None:
+                found.add(n)
+    return tuple(sorted(found))
+
+
+def module_closure(names: list[str]) -> list[str]:
+    """The project modules reachable from `names` by imports, without the infrastructure modules."""
+    seen: set[str] = set()
+    stack = list(names)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(m for m in _imports(n) if m not in INFRASTRUCTURE)
+    return sorted(n for n in seen if n not in INFRASTRUCTURE)
+
+
+def code_version(fn: Any, *, extra: tuple[str, ...] = (), prefix: str | None = None) -> str:
+    """'<prefix>-<12 hex>': sha256 of the module defining `fn` (its helpers change rows too) and of
+    the project modules that module imports, transitively.
+
+    `extra` adds module names (e.g. those a factory-built asset calls by name)."""
+    module = inspect.getmodule(fn)
+    h = hashlib.sha256()
+    h.update(fn.__qualname__.encode())
+    h.update(Path(inspect.getfile(fn)).read_bytes())
+    for name in module_closure([m for m in _imports(module.__name__) if m not in INFRASTRUCTURE] + list(extra)):
+        h.update(name.encode())
+        h.update(_module_file(name).read_bytes())
+    return f"{prefix or fn.__name__}-{h.hexdigest()[:12]}"
+
+
+def module_code_version(module_name: str, name: str, *, extra: tuple[str, ...] = ()) -> str:
+    """code_version for something defined in module `module_name` (usable while that module is still
+    being imported, e.g. in an asset decorator): '<name>-<12 hex>' over the module's file, `name`
+    and the project modules it imports, transitively."""
+    h = hashlib.sha256()
+    h.update(name.encode())
+    h.update(_module_file(module_name).read_bytes())
+    for mod in module_closure([m for m in _imports(module_name) if m not in INFRASTRUCTURE] + list(extra)):
+        h.update(mod.encode())
+        h.update(_module_file(mod).read_bytes())
+    return f"{name}-{h.hexdigest()[:12]}"
+
+
+def source_hash(path: str | Path) -> str:
+    """sha256 of one file (for tests and for assets built from data files)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
