@@ -90,7 +90,7 @@ def write_result(
         for name, frame in part.tables.items():
             tables.setdefault(name, [])
             if len(frame):
-                tables[name].append(frame)
+                tables[name].append(_utc(frame))
     merged = {name: (pl.concat(fs, how="diagonal_relaxed") if fs else pl.DataFrame()) for name, fs in tables.items()}
     weights = sorted({p.weights for p in parts.values() if p.weights})
     devices = sorted({p.device for p in parts.values() if p.device})
@@ -120,6 +120,12 @@ def write_result(
             meta[k if len(parts) == 1 else f"{sid} {k}"] = v
     meta.update(metadata or {})
     return MaterializeResult(metadata=meta, data_version=DataVersion(out["data_version"]))
+
+
+def _utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """One time zone name for aware timestamps (rows read back from DuckDB say 'Etc/UTC')."""
+    fix = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone]
+    return frame.with_columns([pl.col(c).dt.convert_time_zone("UTC") for c in fix]) if fix else frame
 
 
 def png_md(png: bytes, alt: str = "thumbnail") -> MetadataValue:

@@ -111,13 +111,43 @@ def open_manifest(manifest: Manifest, resolve: Callable[[str], Path]) -> Session
 
     truth = None
     if "truth" in paths:
-        truth = load_npy(paths["truth"], sid, "truth")
+        truth = load_label_map(paths["truth"], sid)
         if truth.shape != (haadf.shape if haadf is not None else eds_sig.data.shape[:2]):
             raise SessionError(sid, f"truth label map has shape {truth.shape}, but the image grid is "
                                     f"{haadf.shape if haadf is not None else eds_sig.data.shape[:2]}")
         truth = truth.astype(np.int16)
     return Session(manifest=manifest, haadf=haadf, eds=eds_sig, pixel_size_nm=float(pixel),
                    energy=energy, eds_binning=eb, haadf_binning=hb, truth=truth, paths=paths)
+
+
+def load_label_map(path: Path, sid: str) -> np.ndarray:
+    """A ground-truth label map: .npy (never unpickled), or any image RosettaSciIO reads (.hspy, .tif,
+    .png, ...). Labels must be whole numbers >= 0; an error says what is wrong with the file."""
+    if path.suffix.lower() == ".npy":
+        data = load_npy(path, sid, "truth")
+    else:
+        import hyperspy.api as hs
+
+        try:
+            sig = hs.load(path)
+        except Exception as exc:
+            raise SessionError(sid, f"cannot read truth label map {path.name}: {type(exc).__name__}: {exc}; "
+                                    "give it as .npy or a format RosettaSciIO reads (.hspy, .tif, .png)") from exc
+        if isinstance(sig, list):
+            raise SessionError(sid, f"truth label map {path.name} holds {len(sig)} signals; save one 2-D label image")
+        data = np.asarray(sig.data)
+    if data.dtype.names:  # an RGB(A) image read as a structured array
+        raise SessionError(sid, f"truth label map {path.name} is a colour image; save one channel of integer labels")
+    if data.ndim != 2:
+        raise SessionError(sid, f"truth label map {path.name} has {data.ndim} dimensions {data.shape}; "
+                                "it must be a 2-D image of integer labels")
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)) or not np.all(data == np.round(data)):
+            raise SessionError(sid, f"truth label map {path.name} holds non-integer values ({data.dtype}); "
+                                    "labels must be whole numbers 0, 1, 2, ...")
+    if data.size and data.min() < 0:
+        raise SessionError(sid, f"truth label map {path.name} has negative labels (min {data.min()})")
+    return data.astype(np.int16)
 
 
 def load_npy(path: Path, sid: str, role: str) -> np.ndarray:

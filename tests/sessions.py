@@ -43,3 +43,17 @@ def make_tiny_session(folder: Path, haadf_shape=(32, 32), eds_shape=(32, 32), ch
         manifest.setdefault("eds", "eds.hspy")
     manifest.setdefault("chip_px", 8)
     return write_manifest(folder, **manifest)
+
+
+def sid(sample: str, dose=0, campaign: str = "test", acquisition: str = "20240501T120000") -> str:
+    """The session id `write_manifest`'s defaults give (see mmlake.manifest.make_session_id)."""
+    from mmlake.manifest import make_session_id
+
+    return make_session_id(campaign, sample, dose, acquisition)
+
+
+def demo_sid(lake, sample: str, dose) -> str:
+    """The session id of a demo-campaign session (one acquisition per sample x dose)."""
+    rows = lake.query("select session_id from sessions where sample = ? and dose_dpa = ?", [sample, float(dose)])
+    assert len(rows) == 1, rows
+    return rows["session_id"][0]

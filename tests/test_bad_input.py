@@ -9,7 +9,7 @@ import pytest
 from assets.runner import ingest
 from mmlake.errors import SessionError
 from mmlake.manifest import load_manifest
-from tests.sessions import make_tiny_session, write_manifest
+from tests.sessions import make_tiny_session, sid, write_manifest
 
 quiet = {"progress": lambda m: None}
 
@@ -23,7 +23,7 @@ def good(tmp_path, lake, instance):
 
 
 def snapshot(lake):
-    return {t: lake.query(f"select * from {t} where session_id = 'good@0' order by all").to_dicts()
+    return {t: lake.query(f"select * from {t} where session_id = ? order by all", [sid("good")]).to_dicts()
             for t in ("sessions", "session_files", "chips", "chip_grids")}
 
 
@@ -66,12 +66,12 @@ def test_integer_factor_grids_are_binned(tmp_path, lake, instance):
     folder = make_tiny_session(tmp_path / "binned", sample="binned", haadf_shape=(16, 16), eds_shape=(32, 32),
                                chip_px=4)
     assert ingest([folder], lake, instance, **quiet)[0].ok
-    row = lake.query("select * from sessions where session_id = 'binned@0'").to_dicts()[0]
+    row = lake.query("select * from sessions where session_id = ?", [sid("binned")]).to_dicts()[0]
     assert row["eds_binning"] == 2 and tuple(row["eds_shape"])[:2] == (16, 16)
     import hyperspy.api as hs
 
     total = float(hs.load(folder / "eds.hspy").data.sum())
-    chips = lake.query("select sum(eds_total_counts) as c from chips where session_id = 'binned@0'")
+    chips = lake.query("select sum(eds_total_counts) as c from chips where session_id = ?", [sid("binned")])
     assert chips["c"][0] == pytest.approx(total)  # binning sums counts, loses none
 
 

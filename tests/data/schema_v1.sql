@@ -1,0 +1,393 @@
+-- The lake schema of mmlake before session identity (schema version 1, git 2dfe053), kept to test the upgrade.
+-- mmlake lake schema. Applied idempotently on every write connection (CREATE ... IF NOT EXISTS).
+-- Every data table carries materialization_id -> materializations, the provenance ledger.
+
+-- ============================================================ core (ingest)
+CREATE TABLE IF NOT EXISTS materializations (
+    materialization_id VARCHAR PRIMARY KEY,
+    asset_key          VARCHAR NOT NULL,   -- e.g. 'chips', 'segmentation_louvain'
+    partition_key      VARCHAR,            -- Dagster partition key ('0.1|pristine'), NULL if unpartitioned
+    session_id         VARCHAR,            -- 'sample@dose' for STEM partitions
+    run_id             VARCHAR,            -- Dagster run id (NULL when called outside Dagster)
+    code_version       VARCHAR NOT NULL,
+    data_version       VARCHAR NOT NULL,   -- hash(code_version, parameters, upstream data versions)
+    parameters         JSON,
+    upstream_ids       VARCHAR[],          -- materialization ids this one read
+    software           JSON,               -- library versions
+    device             VARCHAR,            -- cpu / cuda:0 where it matters
+    weights            VARCHAR,            -- sha256 of model weights, or 'random:<seed>'
+    started_at         TIMESTAMPTZ,
+    finished_at        TIMESTAMPTZ,
+    row_count          BIGINT,
+    is_current         BOOLEAN NOT NULL    -- the newest materialization of (asset_key, partition_key)
+);
+
+-- Where a registered session folder lives (written by `mmlake ingest` / the landing sensor). Not data:
+-- raw_session copies the files into the object folder, after which only the lake copy is read.
+CREATE TABLE IF NOT EXISTS session_sources (
+    session_id         VARCHAR NOT NULL,
+    campaign           VARCHAR NOT NULL,
+    sample             VARCHAR NOT NULL,
+    dose_key           VARCHAR NOT NULL,
+    folder             VARCHAR NOT NULL,
+    manifest_sha256    VARCHAR NOT NULL,
+    registered_at      TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id         VARCHAR NOT NULL,   -- sample@dose
+    campaign           VARCHAR NOT NULL,
+    sample             VARCHAR NOT NULL,
+    dose_dpa           DOUBLE NOT NULL,
+    dose_key           VARCHAR NOT NULL,
+    acquired_at        TIMESTAMPTZ,
+    instrument         VARCHAR,
+    beam_kv            DOUBLE,
+    haadf_shape        INTEGER[],          -- (rows, cols) of the registered navigation grid
+    eds_shape          INTEGER[],          -- (rows, cols, channels)
+    pixel_size_nm      DOUBLE,
+    energy_offset_kev  DOUBLE,
+    energy_scale_kev   DOUBLE,
+    eds_resolution_mnka_ev DOUBLE,         -- detector FWHM at Mn Ka (file metadata, else 130 eV)
+    elements           VARCHAR[],
+    chip_px            INTEGER,            -- from the manifest; NULL = derive from the lattice
+    has_haadf          BOOLEAN,
+    has_eds            BOOLEAN,
+    eds_binning        INTEGER,            -- factor the finer grid was binned by to register (1 = none)
+    manifest           JSON,
+    source_folder      VARCHAR,
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS session_files (
+    session_id         VARCHAR NOT NULL,
+    role               VARCHAR NOT NULL,   -- manifest, haadf, eds, data, truth
+    file_name          VARCHAR NOT NULL,
+    sha256             VARCHAR NOT NULL,   -- object in the lake's object folder
+    bytes              BIGINT,
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS chip_grids (
+    session_id         VARCHAR NOT NULL,
+    chip_px            INTEGER NOT NULL,
+    chip_px_source     VARCHAR NOT NULL,   -- 'manifest' or 'lattice'
+    n_rows             INTEGER NOT NULL,
+    n_cols             INTEGER NOT NULL,
+    origin_y           INTEGER NOT NULL,
+    origin_x           INTEGER NOT NULL,
+    pixel_size_nm      DOUBLE,
+    haadf_stack_sha    VARCHAR,            -- .npy (n_chips, chip_px, chip_px) float32, NULL without HAADF
+    eds_sums_sha       VARCHAR,            -- .npy (n_chips, channels) float32, NULL without EDS
+    energy_offset_kev  DOUBLE,
+    energy_scale_kev   DOUBLE,
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS chips (
+    session_id         VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,   -- row * n_cols + col
+    row                INTEGER NOT NULL,
+    col                INTEGER NOT NULL,
+    y0                 INTEGER NOT NULL,   -- top-left pixel in the registered grid
+    x0                 INTEGER NOT NULL,
+    eds_total_counts   DOUBLE,
+    haadf_mean         DOUBLE,
+    truth_label        INTEGER,            -- majority ground-truth label, synthetic sessions only
+    materialization_id VARCHAR NOT NULL
+);
+
+-- ============================================================ features
+-- (features) What feature sets a session has, one row per set; status 'absent' when the session
+-- lacks the modality, 'skipped' with the reason when an encoder could not run (e.g. no weights).
+CREATE TABLE IF NOT EXISTS feature_sets (
+    session_id         VARCHAR NOT NULL,
+    feature_set        VARCHAR NOT NULL,   -- vgg16, fft, eds_cl
+    modality           VARCHAR NOT NULL,   -- haadf, eds
+    status             VARCHAR NOT NULL,   -- ok, absent, skipped
+    reason             VARCHAR,
+    dim                INTEGER,
+    n_chips            INTEGER,
+    encoder_version    VARCHAR,
+    weights            VARCHAR,
+    device             VARCHAR,
+    chips_per_s        DOUBLE,
+    feature_names      VARCHAR[],
+    object_sha         VARCHAR,            -- eds_cl: cropped chip spectra (.npy) used for quantification
+    details            JSON,
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS haadf_embeddings (
+    session_id         VARCHAR NOT NULL,
+    encoder            VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,
+    vector             FLOAT[] NOT NULL,
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eds_composition (
+    session_id         VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,
+    element            VARCHAR NOT NULL,
+    line               VARCHAR NOT NULL,
+    atomic_percent     DOUBLE,             -- NULL where the chip has no counts
+    intensity          DOUBLE,             -- background-subtracted line counts
+    materialization_id VARCHAR NOT NULL
+);
+
+
+-- ============================================================ segmentation
+-- One label per chip per (method, modality); modality haadf, eds, ensemble (the preprint's rule per
+-- method) and ensemble_auto (fusion weight chosen without ground truth).
+CREATE TABLE IF NOT EXISTS segment_labels (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,   -- louvain, agglomerative, fewshot
+    modality           VARCHAR NOT NULL,
+    chip_index         INTEGER NOT NULL,
+    label              INTEGER NOT NULL,
+    proba              FLOAT[],            -- few-shot class probabilities (class order = segment_runs.class_names)
+    materialization_id VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS segment_runs (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    modality           VARCHAR NOT NULL,
+    n_labels           INTEGER NOT NULL,
+    features           JSON,               -- which features fed the modality
+    class_names        VARCHAR[],          -- few-shot: label i = class_names[i+1] (SQL lists are 1-based)
+    params             JSON,               -- what the segmenter actually used (threshold value, weights...)
+    materialization_id VARCHAR NOT NULL
+);
+
+-- The preprint's Table I (AMI between modality pairs) plus AMI/ARI against ground truth where known.
+CREATE TABLE IF NOT EXISTS agreement (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    pair               VARCHAR NOT NULL,   -- haadf-eds, haadf-ensemble, eds-ensemble, <modality>-truth
+    ami                DOUBLE,
+    ari                DOUBLE,             -- only against truth
+    materialization_id VARCHAR NOT NULL
+);
+
+-- ============================================================ descriptors
+-- Region descriptors (mmlake.descriptors, mmlake.roles): written by the `region_descriptors` asset with
+-- Lake.replace_partition(..., scope={"session_id": sid}) -- all three tables in one transaction, one
+-- materialization_id. A region = the chips of one segmentation (method x modality) with one label.
+
+CREATE TABLE IF NOT EXISTS regions (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,   -- louvain, agglomerative, fewshot, truth (ground truth), ...
+    modality           VARCHAR NOT NULL,   -- haadf, eds, ensemble, ensemble_auto
+    region             INTEGER NOT NULL,   -- the label
+    role               VARCHAR,            -- substrate, film_ordered, film_disordered, cap, interface, film, unknown
+    role_source        VARCHAR,            -- class_names (few-shot/truth), rule (clustering), manifest (roles:)
+    role_reason        VARCHAR,            -- the numbers that decided the role
+    n_chips            INTEGER NOT NULL,
+    area_nm2           DOUBLE,             -- n_chips * (chip_px * pixel_size_nm)^2
+    eds_counts         DOUBLE,             -- counts of the region's summed spectrum; NULL without EDS
+    d_spacing_nm       DOUBLE,             -- lattice period of the FFT of the largest square inside the region
+    d_spacing_unc_nm   DOUBLE,             -- width-based (resolution) uncertainty of it
+    d_spacing_note     VARCHAR,            -- why d_spacing_nm is NULL (amorphous, single chip, square too small, no HAADF)
+    lattice_strength   DOUBLE,             -- ln(peak/background ratio / lattice threshold) of the square; > 0 = lattice
+    crystallinity      DOUBLE,             -- fraction of the region's chips whose FFT window shows a 2-D lattice
+    square_px          INTEGER,            -- side of the largest square inside the region, px
+    square_row         INTEGER,            -- its top-left chip (row, col)
+    square_col         INTEGER,
+    materialization_id VARCHAR NOT NULL
+);
+
+-- Cliff-Lorimer at.% of each region's SUMMED spectrum (exspy); one row per declared element plus
+-- 'Extraneous' (every other quantified element), adding up to 100. NULL where the summed spectrum has
+-- no counts. No rows for sessions without EDS.
+CREATE TABLE IF NOT EXISTS region_composition (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    modality           VARCHAR NOT NULL,
+    region             INTEGER NOT NULL,
+    element            VARCHAR NOT NULL,
+    atomic_percent     DOUBLE,
+    materialization_id VARCHAR NOT NULL
+);
+
+-- The preprint's comparison (II.B, Figs. 4-5): chip-weighted composition of all film_disordered vs all
+-- film_ordered regions of one segmentation, percent_diff = 100 * (disordered - ordered) / ordered.
+-- Rows only where a segmentation has both roles. The view `composition_shift` adds campaign/sample/dose.
+CREATE TABLE IF NOT EXISTS ordered_disordered_shift (
+    session_id           VARCHAR NOT NULL,
+    method               VARCHAR NOT NULL,
+    modality             VARCHAR NOT NULL,
+    element              VARCHAR NOT NULL,
+    ordered_at_pct       DOUBLE,
+    disordered_at_pct    DOUBLE,
+    percent_diff         DOUBLE,
+    ordered_renorm_pct   DOUBLE,             -- the same compositions renormalised over the compared elements
+    disordered_renorm_pct DOUBLE,            -- (La + Fe + O = 100): removes dilution by cap/substrate signal
+    percent_diff_renorm  DOUBLE,
+    ordered_n_chips      INTEGER,
+    disordered_n_chips   INTEGER,
+    ordered_n_regions    INTEGER,
+    disordered_n_regions INTEGER,
+    materialization_id   VARCHAR NOT NULL
+);
+
+
+-- ============================================================ crystal (UniMat-style campaign)
+-- Written by mmlake.crystal (see mmlake/crystal/pipeline.py). Each asset replaces its rows with
+-- Lake.replace_partition(prov, {table: frame}, scope={"dataset": <name>}), where `dataset` names the CSV set
+-- (e.g. 'mp20_excerpt', 'perov_5'). Frames come from <stage result>.table(dataset).
+
+CREATE TABLE IF NOT EXISTS structures (
+    dataset                   VARCHAR NOT NULL,
+    material_id               VARCHAR NOT NULL,   -- CSV material_id (else '<file stem>:<row>')
+    split                     VARCHAR,            -- train / val / test (file stem, or sha256(material_id) 60/20/20)
+    source_file               VARCHAR,
+    source_row                INTEGER,            -- 0-based data row in source_file
+    formula                   VARCHAR,            -- pymatgen reduced formula
+    elements                  VARCHAR[],
+    n_sites                   INTEGER,
+    n_elements                INTEGER,
+    a                         DOUBLE,             -- Niggli-reduced cell (Å), a <= b <= c
+    b                         DOUBLE,
+    c                         DOUBLE,
+    alpha                     DOUBLE,             -- deg
+    beta                      DOUBLE,
+    gamma                     DOUBLE,
+    volume                    DOUBLE,             -- Å^3 of the cell as given
+    density                   DOUBLE,             -- g/cm^3
+    spacegroup_number         INTEGER,            -- spglib via pymatgen, symprec 0.1 Å, angle_tolerance 5 deg
+    spacegroup_symbol         VARCHAR,
+    crystal_system            VARCHAR,            -- triclinic ... cubic
+    crystal_system_index      INTEGER,            -- 0 triclinic, 1 monoclinic, 2 orthorhombic, 3 tetragonal, 4 trigonal, 5 hexagonal, 6 cubic
+    spacegroup_number_csv     INTEGER,            -- the CSV's spacegroup.number when present
+    energy_target             DOUBLE,             -- formation_energy_per_atom, else heat_all (eV/atom); NULL if unavailable
+    formation_energy_per_atom DOUBLE,
+    heat_all                  DOUBLE,
+    band_gap                  DOUBLE,
+    e_above_hull              DOUBLE,
+    cif                       VARCHAR,
+    skip_reason               VARCHAR,            -- NULL = parsed; else why the CSV row was skipped (other columns NULL)
+    materialization_id        VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS xrd_patterns (
+    dataset                   VARCHAR NOT NULL,
+    material_id               VARCHAR NOT NULL,
+    split                     VARCHAR,
+    row_index                 INTEGER,            -- row of the pattern matrix; NULL when the simulation failed
+    n_peaks                   INTEGER,            -- sticks inside the 2-theta window
+    strongest_two_theta       DOUBLE,
+    strongest_d               DOUBLE,             -- Å
+    strongest_hkl             VARCHAR,
+    integrated_intensity      DOUBLE,             -- sum(smeared) * step before max-normalisation
+    edge_loss_fraction        DOUBLE,             -- Gaussian mass that fell off the grid
+    error                     VARCHAR,
+    pattern_matrix_sha        VARCHAR,            -- .npy float32 (n_rows, n_points), max-normalised, rows by row_index
+    wavelength                VARCHAR,            -- 'CuKa'
+    sigma_deg                 DOUBLE,
+    two_theta_min             DOUBLE,
+    two_theta_max             DOUBLE,
+    step_deg                  DOUBLE,
+    n_points                  INTEGER,            -- grid = linspace(two_theta_min, two_theta_max, n_points)
+    materialization_id        VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS composition_features (
+    dataset                   VARCHAR NOT NULL,
+    material_id               VARCHAR NOT NULL,
+    split                     VARCHAR,
+    formula                   VARCHAR,
+    n_elements                INTEGER,
+    n_imputed                 INTEGER,            -- elemental values imputed for this composition
+    imputed                   VARCHAR[],          -- 'He.Electronegativity', ...
+    features                  FLOAT[],            -- Magpie-style, order = composition_feature_names.position (1-based)
+    skip_reason               VARCHAR,            -- NULL = featurised
+    materialization_id        VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS composition_feature_names (
+    dataset                   VARCHAR NOT NULL,
+    position                  INTEGER NOT NULL,   -- 1-based index into composition_features.features
+    feature                   VARCHAR NOT NULL,   -- e.g. 'avg_dev_Electronegativity'
+    property                  VARCHAR NOT NULL,
+    stat                      VARCHAR NOT NULL,   -- mean / avg_dev / min / max / range / mode / L<p>
+    materialization_id        VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS crystal_models (
+    dataset                   VARCHAR NOT NULL,
+    variant                   VARCHAR NOT NULL,   -- xrd / composition / fused
+    model_name                VARCHAR NOT NULL,   -- unimat_<variant>
+    model_version             VARCHAR NOT NULL,
+    weights_sha256            VARCHAR NOT NULL,   -- lake object (.pt, torch.save({'config','state_dict'}))
+    weights_bytes             BIGINT,
+    params                    JSON,               -- TrainParams
+    seed                      INTEGER,
+    device                    VARCHAR,
+    n_train                   INTEGER,
+    epochs_run                INTEGER,
+    best_epoch                INTEGER,
+    best_val_task_loss        DOUBLE,
+    final_train_loss          DOUBLE,
+    train_seconds             DOUBLE,
+    tasks                     JSON,               -- task -> NULL (available) or why not
+    history                   JSON,               -- per-epoch losses
+    materialization_id        VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS crystal_benchmark (
+    dataset                   VARCHAR NOT NULL,
+    variant                   VARCHAR NOT NULL,   -- baseline / xrd / composition / fused
+    metric                    VARCHAR NOT NULL,   -- lengths_mae, angles_mae, a_mae, b_mae, c_mae, energy_mae, crystal_system_acc, silhouette
+    crystal_system            VARCHAR,            -- NULL = all test rows; else per-system accuracy (Table 3)
+    value                     DOUBLE,             -- NULL when the task is unavailable
+    unit                      VARCHAR,
+    n                         INTEGER,            -- test rows behind the value
+    preprint_value            DOUBLE,             -- UniMat preprint Table 2/3 (full MP-20), NULL if none
+    weights_sha256            VARCHAR,            -- the crystal_models row evaluated (NULL for baseline)
+    materialization_id        VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS crystal_reference_spacings (
+    dataset                   VARCHAR,            -- structures set searched for the formula (NULL = idealised only)
+    phase                     VARCHAR NOT NULL,   -- LaFeO3, SrTiO3, ...
+    formula                   VARCHAR NOT NULL,
+    source                    VARCHAR NOT NULL,   -- 'idealised cubic perovskite' or 'data:<material_id>'
+    material_id               VARCHAR,
+    crystal_system            VARCHAR,
+    a_ang                     DOUBLE,
+    h                         INTEGER,
+    k                         INTEGER,
+    l                         INTEGER,
+    hkl                       VARCHAR,            -- '(1 1 0)'
+    d_ang                     DOUBLE NOT NULL,    -- interplanar spacing (Å), compare with STEM FFT d-spacings
+    multiplicity              INTEGER,
+    two_theta_cu_deg          DOUBLE,
+    xrd_rel_intensity         DOUBLE,             -- 0-100
+    note                      VARCHAR,
+    materialization_id        VARCHAR NOT NULL
+);
+
+-- Which known phase a STEM region role stands for, per campaign (NULL campaign = every campaign).
+-- The view `phase_d_spacing` uses it to put reference d(hkl) from pymatgen beside measured FFT
+-- d-spacings. Add rows for your own campaigns: insert into phase_roles values ('my_campaign', 'film_ordered', 'BaTiO3').
+CREATE TABLE IF NOT EXISTS phase_roles (
+    campaign VARCHAR,
+    role     VARCHAR NOT NULL,
+    phase    VARCHAR NOT NULL
+);
+INSERT INTO phase_roles
+SELECT * FROM (VALUES (NULL, 'substrate', 'SrTiO3'), (NULL, 'film_ordered', 'LaFeO3'),
+                      (NULL, 'film_disordered', 'LaFeO3')) AS v(campaign, role, phase)
+WHERE NOT EXISTS (SELECT 1 FROM phase_roles);
+
+-- Interactive campaign reports (plotly HTML, self-contained) written by the `campaign_reports` asset.
+CREATE TABLE IF NOT EXISTS campaign_reports (
+    kind               VARCHAR NOT NULL,   -- 'campaign_html'
+    campaign           VARCHAR NOT NULL,
+    path               VARCHAR NOT NULL,   -- under the lake folder: reports/<campaign>.html
+    sha256             VARCHAR NOT NULL,
+    n_sessions         INTEGER,
+    materialization_id VARCHAR NOT NULL
+);
