@@ -25,7 +25,7 @@ def test_eight_partitions_in_parallel_multiprocess(tmp_path, lake, instance):
     for i in range(8):
         folder = make_tiny_session(tmp_path / f"s{i}", sample=f"par{i % 4}", dose_dpa=[0, 0.1][i // 4],
                                    seed=i, chip_px=4 + (i % 3))
-        manifests.append(register_source(lake, folder))
+        manifests.append(register_source(lake, folder).manifest)
     keys = add_session_partitions(instance, manifests)
     env = {**os.environ, "DAGSTER_HOME": instance.root_directory, "MMLAKE_HOME": str(lake.home)}
     procs = [subprocess.Popen(

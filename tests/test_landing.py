@@ -26,9 +26,10 @@ from assets.sensors import evaluate_landing, landing_sensor
 from mmlake.lake import Lake
 from resources.lake import LakeResource
 from resources.landing import LandingResource
-from tests.sessions import make_tiny_session, write_manifest
+from tests.sessions import make_tiny_session, write_manifest, sid
 
 REPO = Path(__file__).resolve().parent.parent
+Z = sid("zeta")
 
 
 @pytest.fixture
@@ -72,21 +73,21 @@ def test_stable_complete_session_is_staged_registered_and_requested(env):
     r2 = tick(env, r1.cursor)
     assert len(r2.run_requests) == 1
     req = r2.run_requests[0]
-    assert req.partition_key == MultiPartitionKey({"sample": "alpha", "dose": "0.1"})
-    assert req.job_name == "session_job" and req.run_key.startswith("alpha@0.1:")
+    assert req.partition_key == MultiPartitionKey({"sample": "test.alpha", "dose": "0.1"})
+    assert req.job_name == "session_job" and req.run_key.startswith(sid("alpha", 0.1) + ":")
     adds = {q.partitions_def_name: list(q.partition_keys) for q in r2.dynamic_partitions_requests}
-    assert adds == {"sample": ["alpha"], "dose": ["0.1"]}
+    assert adds == {"sample": ["test.alpha"], "dose": ["0.1"]}
     # moved to processed/, and the lake reads a staged copy under <lake>/staged/<session>/<sha>
     assert not folder.exists() and (env["root"] / "processed" / "s1" / "session.yaml").is_file()
     src = env["lake"].query("select folder, manifest_sha256 from session_sources").to_dicts()
     staged = Path(src[0]["folder"])
-    assert staged.parent == env["lake"].home / "staged" / "alpha@0.1"
+    assert staged.parent == env["lake"].home / "staged" / sid("alpha", 0.1)
     assert sorted(p.name for p in staged.iterdir()) == ["eds.hspy", "haadf.hspy", "session.yaml"]
-    assert req.run_key == f"alpha@0.1:{staged.name[:16]}"
+    assert req.run_key == f"{sid('alpha', 0.1)}:{staged.name[:16]}"
     # the run reads the staged copy, even with processed/ deleted
     shutil.rmtree(env["root"] / "processed" / "s1")
     run_session(env, req.partition_key)
-    n = env["lake"].query("select count(*) as n from chips where session_id = 'alpha@0.1'")["n"][0]
+    n = env["lake"].query("select count(*) as n from chips where session_id = ?", [sid("alpha", 0.1)])["n"][0]
     assert n == 16  # 32x32 px in 8 px chips
     # once raw_session has read it, it is no longer "requested" and nothing is requested again
     r3 = tick(env, r2.cursor)
@@ -112,7 +113,7 @@ def test_half_copied_and_growing_folders_wait(env):
     r = tick(env, r.cursor)
     assert not r.run_requests and folder.is_dir()  # changed since last tick: wait once more
     r = tick(env, r.cursor)
-    assert [q.run_key.split(":")[0] for q in r.run_requests] == ["beta@0"]
+    assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("beta")]
     # hidden and temporary names are never looked at
     (env["root"] / ".s3.incoming").mkdir()
     (env["root"] / "s4.partial").mkdir()
@@ -126,12 +127,12 @@ def test_bad_session_is_rejected_with_reason_and_good_one_unaffected(env):
     bad = drop(env, "bad", sample="bad", elements=["Fe", "Xx"])
     r = tick(env)
     r = tick(env, r.cursor)
-    assert [q.tags["mmlake/session"] for q in r.run_requests] == ["good@0"]
+    assert [q.tags["mmlake/sessions"] for q in r.run_requests] == [sid("good")]
     note = (env["root"] / "rejected" / "bad" / "REJECTED.txt").read_text()
     assert "bad@0" in note and "unknown element" in note and "Xx" in note
     assert not bad.exists() and not good.exists()
     assert (env["root"] / "processed" / "good").is_dir()
-    assert env["lake"].query("select session_id from session_sources")["session_id"].to_list() == ["good@0"]
+    assert env["lake"].query("select session_id from session_sources")["session_id"].to_list() == [sid("good")]
     # a corrupt data file is caught by opening the headers
     folder = drop(env, "corrupt", sample="corrupt")
     (folder / "eds.hspy").write_bytes(b"not an hdf5 file")
@@ -167,14 +168,25 @@ def test_idempotent_across_lost_cursor_and_redelivery(env):
     r2 = tick(env, again.cursor)
     r2 = tick(env, r2.cursor)
     assert [q.run_key for q in r2.run_requests] == []  # requested already (cursor)
-    assert len(list((env["lake"].home / "staged" / "gamma@0").iterdir())) == 1
+    assert len(list((env["lake"].home / "staged" / sid("gamma")).iterdir())) == 1
     assert (env["root"] / "processed" / "s1_again").is_dir()
-    # a changed session (new data) is a new version: new key, old staged copy pruned
+    # different data under the same identity is never a silent replacement: rejected with the reason,
+    # the staged copy of the stored session kept (replacing takes `mmlake ingest --replace`)
     drop(env, "s1_v2", sample="gamma", seed=5)
     r3 = tick(env, r2.cursor)
     r3 = tick(env, r3.cursor)
-    assert len(r3.run_requests) == 1 and r3.run_requests[0].run_key != key
-    assert len(list((env["lake"].home / "staged" / "gamma@0").iterdir())) == 1
+    assert r3.run_requests == []
+    note = (env["root"] / "rejected" / "s1_v2" / "REJECTED.txt").read_text()
+    assert sid("gamma") in note and "different content" in note and "--replace" in note
+    assert len(list((env["lake"].home / "staged" / sid("gamma")).iterdir())) == 1
+
+
+def replace_content(env, sample, seed):
+    """New data for a stored session identity, registered with an explicit replace."""
+    from mmlake.store import register_source
+
+    folder = make_tiny_session(env["tmp"] / f"replacement-{seed}", sample=sample, seed=seed)
+    assert register_source(env["lake"], folder, replace=True).status == "replaced"
 
 
 def test_stale_plan_follows_the_ledger(env):
@@ -184,19 +196,24 @@ def test_stale_plan_follows_the_ledger(env):
     pkey = r.run_requests[0].partition_key
     run_session(env, pkey)
     lake, pk = env["lake"], str(pkey)
-    specs = {"raw_session": AssetSpecLite("raw_session", "raw_session-1", ()),
-             "chips": AssetSpecLite("chips", "chips-1", ("raw_session",))}
+    have = dict(lake.query("select asset_key, code_version from materializations where is_current").rows())
+    specs = {"raw_session": AssetSpecLite("raw_session", have["raw_session"], ()),
+             "chips": AssetSpecLite("chips", have["chips"], ("raw_session",))}
     assert stale_plan(lake, specs) == []
     # code change of chips: chips (and what follows it) re-run
     changed = {**specs, "chips": AssetSpecLite("chips", "chips-2", ("raw_session",)),
                "features": AssetSpecLite("features", "f-1", ("chips",))}
     plan = stale_plan(lake, changed)
     assert [(p.partition_key, p.assets) for p in plan] == [(pk, ("chips", "features"))]
-    assert "chips: code chips-1 -> chips-2" in plan[0].reasons
+    assert f"chips: code {have['chips']} -> chips-2" in plan[0].reasons
     # a new asset nobody has run yet: missing
     plan = stale_plan(lake, {**specs, "features": AssetSpecLite("features", "f-1", ("chips",))})
     assert [(p.assets, p.reasons) for p in plan] == [(("features",), ("features: missing",))]
-    # raw_session re-materialized: chips was computed from an older raw_session
+    # re-running an unchanged raw_session writes nothing, so nothing becomes stale
+    run_session(env, pkey, assets=(raw_session,))
+    assert stale_plan(lake, specs) == []
+    # raw_session re-materialized with replaced content: chips was computed from an older raw_session
+    replace_content(env, "delta", seed=9)
     run_session(env, pkey, assets=(raw_session,))
     plan = stale_plan(lake, specs)
     assert plan[0].assets == ("chips",) and "upstream raw_session" in plan[0].reasons[0]
@@ -220,7 +237,7 @@ def test_stale_schedule_requests_the_missing_session_assets(env):
     downstream = [k for a in SESSION_ASSETS for k in a.keys if k.to_user_string() not in ("raw_session", "chips")]
     if not downstream:
         pytest.skip("no session assets downstream of chips yet")
-    assert len(out) == 1 and out[0].partition_key == "0|eps"
+    assert len(out) == 1 and out[0].partition_key == "0|test.eps"
     assert set(out[0].asset_selection) == set(downstream)
     assert AssetKey("chips") not in out[0].asset_selection
 
@@ -231,17 +248,17 @@ def test_checks_on_a_materialized_session(env):
     r = tick(env, r.cursor)
     run_session(env, r.run_requests[0].partition_key)
     lake = env["lake"]
-    problems, numbers = chip_grid_problems(lake, "zeta@0")
+    problems, numbers = chip_grid_problems(lake, Z)
     assert problems == [] and (numbers["n_rows"], numbers["n_cols"]) == (4, 5)  # floor(36/8), floor(44/8)
     with lake.connect() as con:
-        con.execute("delete from chips where session_id = 'zeta@0' and chip_index = 7")
-        con.execute("update chips set chip_index = 99 where session_id = 'zeta@0' and chip_index = 3")
-    problems, _ = chip_grid_problems(lake, "zeta@0")
+        con.execute("delete from chips where session_id = '" + Z + "' and chip_index = 7")
+        con.execute("update chips set chip_index = 99 where session_id = '" + Z + "' and chip_index = 3")
+    problems, _ = chip_grid_problems(lake, Z)
     assert any("19 chip rows" in p for p in problems) and any("disagree" in p for p in problems)
-    assert all(c["orphans"] == 0 for c in orphan_rows(lake, "zeta@0").values())
+    assert all(c["orphans"] == 0 for c in orphan_rows(lake, Z).values())
     with lake.connect() as con:
-        con.execute("update chips set materialization_id = 'nobody' where session_id = 'zeta@0' and chip_index = 0")
-    assert orphan_rows(lake, "zeta@0")["chips"]["orphans"] == 1
+        con.execute("update chips set materialization_id = 'nobody' where session_id = '" + Z + "' and chip_index = 0")
+    assert orphan_rows(lake, Z)["chips"]["orphans"] == 1
 
 
 def test_composition_check(lake):
@@ -272,17 +289,17 @@ def test_prune_runs_keeps_the_runs_behind_current_rows(env):
     r = tick(env, r.cursor)
     pkey = r.run_requests[0].partition_key
     run_session(env, pkey)
-    run_session(env, pkey, assets=(chips,))  # supersedes the first run's chips
+    run_session(env, pkey, assets=(chips,))  # unchanged inputs: writes nothing, holds no current row
     inst, lake = env["instance"], env["lake"]
-    before = {rec.dagster_run.run_id for rec in inst.get_run_records()}
+    runs = [rec.dagster_run.run_id for rec in sorted(inst.get_run_records(), key=lambda r: r.create_timestamp)]
     current = set(lake.query("select run_id from materializations where is_current")["run_id"].to_list())
-    assert len(before) == 2 and len(current) == 2  # the first run still holds raw_session
+    assert len(runs) == 2 and current == {runs[0]}
     assert prune_runs(inst, lake, days=30) == []  # nothing is old enough
-    assert prune_runs(inst, lake, days=0) == []  # both runs hold current rows
+    assert prune_runs(inst, lake, days=0) == [runs[1]]  # the no-op run goes, the one behind the rows stays
     n_ledger = lake.query("select count(*) as n from materializations")["n"][0]
-    run_session(env, pkey)  # a third run supersedes both
-    deleted = prune_runs(inst, lake, days=0)
-    assert set(deleted) == before
+    replace_content(env, "eta", seed=11)
+    run_session(env, pkey)  # a third run supersedes the first
+    assert prune_runs(inst, lake, days=0) == [runs[0]]
     assert {rec.dagster_run.run_id for rec in inst.get_run_records()} == set(
         lake.query("select run_id from materializations where is_current")["run_id"].to_list())
     assert lake.query("select count(*) as n from materializations")["n"][0] == n_ledger + 2  # ledger kept

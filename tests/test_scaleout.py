@@ -30,7 +30,7 @@ def test_dask_executor_stores_the_same_rows_as_the_default_executor(tmp_path, in
     folder = make_tiny_session(tmp_path / "dask_session", sample="dask", haadf_shape=(40, 48),
                                eds_shape=(40, 48), chip_px=8)
     lakes = {name: Lake(tmp_path / f"lake_{name}").ensure() for name in ("default", "dask")}
-    manifest = [register_source(lk, folder) for lk in lakes.values()][0]
+    manifest = [register_source(lk, folder).manifest for lk in lakes.values()][0]
     (key,) = add_session_partitions(instance, [manifest])
     tags = partition_tags(key)
 
