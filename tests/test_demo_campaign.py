@@ -10,16 +10,17 @@ import re
 
 import pytest
 
-SESSIONS = ["pristine@0", "pristine@0.1", "defective@0", "defective@0.1"]
+SESSIONS = ["pristine@0", "pristine@0.1", "defective@0", "defective@0.1"]  # sample@dose: one map each
+PAIR = "(select s.sample || '@' || s.dose_key from sessions s where s.session_id = t.session_id)"
 
 
 def truth_ami(lake):
-    rows = lake.query("select session_id, method, pair, ami from agreement where pair like '%-truth'").to_dicts()
+    rows = lake.query(f"select {PAIR} as session_id, method, pair, ami from agreement t where pair like '%-truth'").to_dicts()
     return {(r["session_id"], r["method"], r["pair"].removesuffix("-truth")): r["ami"] for r in rows}
 
 
 def test_demo_chip_counts_match_table_ii(demo_lake):
-    got = demo_lake.query("select session_id, count(*) as n from chips group by 1").to_dicts()
+    got = demo_lake.query(f"select {PAIR} as session_id, count(*) as n from chips t group by 1").to_dicts()
     assert {r["session_id"]: r["n"] for r in got} == {
         "pristine@0": 1089, "pristine@0.1": 576, "defective@0": 1156, "defective@0.1": 2601}
 
@@ -58,7 +59,7 @@ def test_ensemble_beats_single_modalities_when_irradiated(demo_lake):
 
 def test_table_one_shape(demo_lake):
     """`select * from agreement` holds the preprint's Table I rows for every session and method."""
-    rows = demo_lake.query("select session_id, method, pair from agreement where pair not like '%truth'")
+    rows = demo_lake.query(f"select {PAIR} as session_id, method, pair from agreement t where pair not like '%truth'")
     pairs = {(r["session_id"], r["method"], r["pair"]) for r in rows.to_dicts()}
     for sid in SESSIONS:
         for m in ("louvain", "agglomerative", "fewshot"):
@@ -71,7 +72,7 @@ def test_auto_weight_is_recorded(demo_lake):
 
 
 def test_every_session_has_fft_features_and_cl_composition(demo_lake):
-    sets = demo_lake.query("select session_id, feature_set, status from feature_sets order by 1, 2").to_dicts()
+    sets = demo_lake.query(f"select {PAIR} as session_id, feature_set, status from feature_sets t order by 1, 2").to_dicts()
     got = {(r["session_id"], r["feature_set"]): r["status"] for r in sets}
     for sid in SESSIONS:
         assert got[(sid, "fft")] == "ok" and got[(sid, "eds_cl")] == "ok"
@@ -86,7 +87,7 @@ def test_composition_shift_and_lineage(demo_lake):
     assert len(shift) > 0
     # the generator made disordered film O-rich in every session that has disorder: few-shot sees it
     fewshot = shift.filter(shift["method"] == "fewshot")
-    assert set(fewshot["session_id"]) >= {"pristine@0.1", "defective@0", "defective@0.1"}
+    assert set(fewshot["sample"] + "@" + fewshot["dose_key"]) >= {"pristine@0.1", "defective@0", "defective@0.1"}
     assert (fewshot["percent_diff_renorm"] > 0).all(), fewshot
     row = demo_lake.query("select materialization_id from descriptors limit 1")["materialization_id"][0]
     lineage = demo_lake.query("select * from lineage where root_id = ?", [row])
@@ -116,6 +117,13 @@ def test_campaign_report_asset_writes_the_report(demo_lake):
     from pathlib import Path
 
     html = Path(rows[0]["path"]).read_text()
-    assert "pristine@0.1" in html and not re.search(r"<script[^>]*src=\"https?:", html)  # self-contained
+    assert "pristine@0.1" in html and rows[0]["sha256"][:16] in rows[0]["path"] and not re.search(r"<script[^>]*src=\"https?:", html)  # self-contained
     prov = demo_lake.current("campaign_reports", None)
-    assert len(prov["upstream_ids"]) == 4  # the four sessions' region_descriptors
+    assert len(prov["upstream_ids"]) == 4  # the four partitions' region_descriptors
+    # reports are immutable: a second materialization writes its own file, the first one stays as it was
+    first = rows[0]
+    before = Path(first["path"]).read_bytes()
+    assert run_reports(demo_lake, DagsterInstance.ephemeral())
+    from mmlake.lake import sha256_file
+
+    assert Path(first["path"]).read_bytes() == before and sha256_file(first["path"]) == first["sha256"]
