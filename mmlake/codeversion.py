@@ -1,8 +1,8 @@
 """Code versions derived from the code itself.
 
 Why: hand-kept version constants drift (outputs changed in later commits without a version bump, so
-the stale schedule never saw the change). `code_version(fn)` hashes the source of a function together
-with every project module its module imports, transitively (`mmlake.*`, `assets.*`, `resources.*`),
+the stale schedule never saw the change). `module_code_version(module, name)` hashes the module defining an asset
+together with every project module it imports, transitively (`mmlake.*`, `assets.*`, `resources.*`),
 so editing any function that can shape an asset's rows gives that asset a new version, and the stale
 schedule re-materializes it and everything downstream.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
-import inspect
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -79,21 +78,6 @@ def module_closure(names: list[str]) -> list[str]:
         seen.add(n)
         stack.extend(m for m in _imports(n) if m not in INFRASTRUCTURE)
     return sorted(n for n in seen if n not in INFRASTRUCTURE)
-
-
-def code_version(fn: Any, *, extra: tuple[str, ...] = (), prefix: str | None = None) -> str:
-    """'<prefix>-<12 hex>': sha256 of the module defining `fn` (its helpers change rows too) and of
-    the project modules that module imports, transitively.
-
-    `extra` adds module names (e.g. those a factory-built asset calls by name)."""
-    module = inspect.getmodule(fn)
-    h = hashlib.sha256()
-    h.update(fn.__qualname__.encode())
-    h.update(Path(inspect.getfile(fn)).read_bytes())
-    for name in module_closure([m for m in _imports(module.__name__) if m not in INFRASTRUCTURE] + list(extra)):
-        h.update(name.encode())
-        h.update(_module_file(name).read_bytes())
-    return f"{prefix or fn.__name__}-{h.hexdigest()[:12]}"
 
 
 def module_code_version(module_name: str, name: str, *, extra: tuple[str, ...] = ()) -> str:
