@@ -89,7 +89,8 @@ def register_source(lake: Lake, folder: str | os.PathLike, *, replace: bool = Fa
                      sha256_file(folder / MANIFEST_NAME), now, manifest.sample_key, manifest.acquisition,
                      partition_key_str(manifest), sha],
                 )
-            record_event(con, sid, "registered" if status == "new" else status, sha, prev_sha, str(folder))
+            if status != "unchanged":  # identical content writes nothing at all
+                record_event(con, sid, "registered" if status == "new" else status, sha, prev_sha, str(folder))
             con.execute("commit")
         except SessionError as exc:
             con.execute("rollback")

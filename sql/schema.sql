@@ -48,8 +48,7 @@ CREATE TABLE IF NOT EXISTS session_sources (
     content_sha        VARCHAR
 );
 
--- What happened to each session identity, in order: registered, unchanged (identical content again,
--- from any folder: nothing recomputed), replaced (mmlake ingest --replace: the earlier rows went to the
+-- What happened to each session identity, in order: registered, replaced (mmlake ingest --replace: the earlier rows went to the
 -- history schema), refused (different content without --replace), failed (could not be read: the
 -- registration was withdrawn, stored rows untouched).
 CREATE TABLE IF NOT EXISTS session_events (

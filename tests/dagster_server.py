@@ -128,11 +128,11 @@ class DagsterServer:
                     f"Server log tail:\n{self.log_tail()}")
 
     def session_runs(self, session_id: str) -> list[dict]:
-        """Runs tagged with a session (the sensor tags its runs mmlake/session)."""
+        """Runs of a partition holding only this session (the sensor tags runs mmlake/sessions)."""
         data = self.graphql(
             "query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results { runId status "
             "tags { key value } } } } }",
-            {"f": {"tags": [{"key": "mmlake/session", "value": session_id}]}})
+            {"f": {"tags": [{"key": "mmlake/sessions", "value": session_id}]}})
         return data["runsOrError"]["results"]
 
     def ingest_synthetic(self) -> dict:
@@ -157,7 +157,10 @@ class DagsterServer:
                            campaign="e2e_test", n_channels=1400)
         src = write_session(spec, self.root / "outbox", workers=1)
         keys = [k.to_user_string() for a in SESSION_ASSETS for k in a.keys]
-        sid = spec.session_id
+        from mmlake.manifest import load_manifest
+
+        manifest = load_manifest(src)
+        sid = manifest.session_id  # the identity id (campaign, sample, dose, acquisition)
         t0 = time.monotonic()
         self.drop_session(src)
         first: dict[str, float] = {}
@@ -181,7 +184,7 @@ class DagsterServer:
             return runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and runs
 
         runs = self.wait_for(f"{sid}: its run to finish", finished, 120)
-        self.ingested = {"session_id": sid, "sample": spec.sample, "dose_key": spec.dose_key,
+        self.ingested = {"session_id": sid, "sample": manifest.sample_key, "dose_key": spec.dose_key,
                          "folder": src.name, "last_asset": keys[-1], "assets": keys,
                          "seconds_last_asset": first.get(keys[-1], queryable), "seconds_all": queryable,
                          "seconds_run_done": time.monotonic() - t0, "first_seen": first, "runs": runs,

@@ -79,7 +79,8 @@ def test_identical_reingest_from_another_folder_writes_nothing(tmp_path, lake, i
     assert before.equals(after)  # no new ledger row, same data versions
     assert len(instance.get_runs()) == 1  # no second run at all
     ev = lake.query("select event from session_events where session_id = ? order by event_at", [sid("same")])
-    assert ev["event"].to_list() == ["registered", "unchanged"]
+    assert ev["event"].to_list() == ["registered"]  # identical content writes nothing, not even an event
+    assert lake.query("select folder from session_sources")["folder"].to_list() == [str(a.resolve())]
 
 
 def test_changed_content_is_refused_then_replaced_with_history(tmp_path, lake, instance):
