@@ -7,7 +7,11 @@ Gaussian FWHM from the detector resolution at Mn Ka with exspy's Fiori-Newbury s
 exactly over each channel) with one free area per element, plus a smooth background (cubic
 B-splines with knots spaced ``max(0.25 E, 2.5 FWHM(E))``: the continuum changes on the scale of E
 itself, and knots never come closer than 2.5 FWHM so the background cannot absorb a peak).
-``families="all"`` adds the element's other shells (Fe L, La M, Ti L, ...) as free nuisance terms.
+``families="all"`` adds the element's other shells (Fe L, La M, Ti L, ...) as free nuisance terms;
+``families="tied"`` estimates, once, on the pooled spectrum of all inputs, each declared element's
+other-shell areas per unit quantified area (:func:`shell_ratios`) and makes them part of that
+element's column, so weak lines are modelled without free terms that trade counts with their
+neighbours (Cr L and Ti L next to O Ka, N Ka under Ti Ll).
 
 The weights (1/sqrt of the mean spectrum, floored at 1 count) are shared by all spectra, so the fit
 is ONE linear map ``coef = projector @ y``: the fit of a sum of spectra is the sum of their fits.
@@ -25,7 +29,8 @@ zero variance), see :meth:`LineFit.line_covariance`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -53,6 +58,9 @@ def _spline_knots(lo: float, hi: float, res_ev: float) -> np.ndarray:
     return np.array(knots)
 
 
+FAMILIES = ("quantified", "all", "tied")
+
+
 def design_matrix(
     energies: np.ndarray,
     scale: float,
@@ -61,13 +69,16 @@ def design_matrix(
     resolution_mnka_ev: float,
     beam_energy_kev: float,
     families: str = "quantified",
+    shell_ratios: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Columns: one per quantified line (its whole family, unit area of the quantified line), then
-    (``families="all"``) the elements' other shells, then cubic B-spline background terms."""
+    (``families="all"``) each element's other shells as free terms, then cubic B-spline background
+    terms. ``families="tied"``: each element's other shells are part of its column, scaled by
+    ``shell_ratios[line][shell]`` (area of the shell's strongest line per unit quantified area)."""
     from scipy.interpolate import BSpline
 
-    if families not in ("quantified", "all"):
-        raise ValueError(f"families must be 'quantified' or 'all', got {families!r}")
+    if families not in FAMILIES:
+        raise ValueError(f"families must be one of {FAMILIES}, got {families!r}")
     e = np.asarray(energies, dtype=float)
     edges = np.concatenate([e - scale / 2, [e[-1] + scale / 2]])
     lo, hi = edges[0], edges[-1]
@@ -80,23 +91,30 @@ def design_matrix(
                 col += rel * _binned_gauss(edges, en, float(fwhm_kev(en, resolution_mnka_ev)))
         return col
 
-    for ln in setup.lines:
-        cols.append(family_column(line_family(ln)))
-        names.append(ln)
-    if families == "all":
-        for ln in setup.lines:
-            el, q = ln.split("_", 1)
-            shells = {name.split("_", 1)[1][0] for name in element_lines(el)} - {q[0]}
-            for sh in sorted(shells):
-                members = [(n, en, w) for n, (en, w) in element_lines(el).items()
-                           if sh in n.split("_", 1)[1] and lo < en < hi]
-                if not members:
-                    continue
+    def other_shells(ln):
+        el, q = ln.split("_", 1)
+        shells = {name.split("_", 1)[1][0] for name in element_lines(el)} - {q[0]}
+        for sh in sorted(shells):
+            members = [(n, en, w) for n, (en, w) in element_lines(el).items()
+                       if sh in n.split("_", 1)[1] and lo < en < hi]
+            if members:
                 wmax = max(w for _, _, w in members)
                 col = family_column([(n, en, w / wmax) for n, en, w in members])
                 if col.sum() > 1e-3:
-                    cols.append(col)
-                    names.append(f"{el}_{sh}*")
+                    yield sh, col
+
+    for ln in setup.lines:
+        col = family_column(line_family(ln))
+        if families == "tied":
+            for sh, extra in other_shells(ln):
+                col = col + float((shell_ratios or {}).get(ln, {}).get(sh, 0.0)) * extra
+        cols.append(col)
+        names.append(ln)
+    if families == "all":
+        for ln in setup.lines:
+            for sh, col in other_shells(ln):
+                cols.append(col)
+                names.append(f"{ln.split('_', 1)[0]}_{sh}*")
     knots = _spline_knots(float(e[0]), float(e[-1]), resolution_mnka_ev)
     t = np.concatenate([[knots[0]] * 3, knots, [knots[-1]] * 3])
     B = BSpline.design_matrix(np.clip(e, knots[0], knots[-1]), t, 3).toarray()
@@ -104,6 +122,47 @@ def design_matrix(
         cols.append(B[:, j])
         names.append(f"bg{j}")
     return np.stack(cols, axis=1), names
+
+
+def shell_ratios(
+    pooled: np.ndarray,
+    offset: float,
+    scale: float,
+    setup: LineSetup,
+    *,
+    resolution_mnka_ev: float,
+    beam_energy_kev: float,
+    min_sigma: float = 5.0,
+) -> dict[str, dict[str, float]]:
+    """Stage 1 of ``families="tied"``: on the pooled spectrum (summed counts of every input), the
+    declared elements' quantified families with their other shells as free terms (the undeclared
+    extraneous elements are left out here: their lines would be degenerate with the free shells,
+    e.g. N_Ka under Ti_Ll). Returns, for every declared element whose quantified line stands above
+    ``min_sigma`` counting standard errors, the area of each other shell per unit quantified area
+    (clipped at 0); the other elements get none."""
+    import dataclasses
+
+    keep = [i for i, el in enumerate(setup.elements) if el in set(setup.declared)]
+    sub = dataclasses.replace(setup, lines=tuple(setup.lines[i] for i in keep),
+                              elements=tuple(setup.elements[i] for i in keep),
+                              kfactors=tuple(setup.kfactors[i] for i in keep),
+                              kfactor_source=tuple(setup.kfactor_source[i] for i in keep))
+    y = np.asarray(pooled, dtype=np.float64)
+    en = offset + scale * np.arange(len(y))
+    A, names = design_matrix(en, scale, sub, resolution_mnka_ev=resolution_mnka_ev,
+                             beam_energy_kev=beam_energy_kev, families="all")
+    w = 1.0 / np.sqrt(np.maximum(y, 1.0))
+    P = np.linalg.pinv(A * w[:, None]) * w[None, :]
+    coef = P @ y
+    var = (P * np.maximum(A @ coef, 0.0)[None, :]) @ P.T
+    out: dict[str, dict[str, float]] = {}
+    for i, ln in enumerate(sub.lines):
+        if not coef[i] > min_sigma * np.sqrt(max(var[i, i], 1e-12)):
+            continue
+        el = ln.split("_", 1)[0]
+        out[ln] = {nm.split("_", 1)[1][0]: float(np.clip(coef[j] / coef[i], 0.0, 10.0))
+                   for j, nm in enumerate(names) if nm.endswith("*") and nm.split("_", 1)[0] == el}
+    return out
 
 
 @dataclass
@@ -117,6 +176,7 @@ class LineFit:
     coef: np.ndarray  # (n, p) fitted coefficients of the input spectra
     offset_kev: float
     scale_kev: float
+    shell_ratios: dict = field(default_factory=dict)  # families="tied": other-shell areas per quantified area
 
     @property
     def n_lines(self) -> int:
@@ -162,15 +222,20 @@ def fit_lines(
     of ``weight_spectrum`` (default: the mean of the spectra with counts)."""
     y = np.asarray(spectra, dtype=np.float64)
     e = offset + scale * np.arange(y.shape[1])
-    A, names = design_matrix(e, scale, setup, resolution_mnka_ev=resolution_mnka_ev,
-                             beam_energy_kev=beam_energy_kev, families=families)
+    has = y.sum(axis=1) > 0
     if weight_spectrum is None:
-        has = y.sum(axis=1) > 0
         weight_spectrum = y[has].mean(axis=0) if has.any() else np.ones(y.shape[1])
+    ratios = None
+    if families == "tied":
+        pooled = y[has].sum(axis=0) if has.any() else np.zeros(y.shape[1])
+        ratios = shell_ratios(pooled, offset, scale, setup, resolution_mnka_ev=resolution_mnka_ev,
+                              beam_energy_kev=beam_energy_kev)
+    A, names = design_matrix(e, scale, setup, resolution_mnka_ev=resolution_mnka_ev,
+                             beam_energy_kev=beam_energy_kev, families=families, shell_ratios=ratios)
     w = 1.0 / np.sqrt(np.maximum(np.asarray(weight_spectrum, dtype=np.float64), 1.0))
     projector = np.linalg.pinv(A * w[:, None]) * w[None, :]  # (p, C)
     coef = y @ projector.T
-    return LineFit(setup, A, names, projector, coef, float(offset), float(scale))
+    return LineFit(setup, A, names, projector, coef, float(offset), float(scale), ratios or {})
 
 
 def fit_line_intensities(spectra, offset, scale, setup, *, resolution_mnka_ev: float = 130.0,

@@ -50,6 +50,7 @@ class CLResult:
     counting_se: np.ndarray | None = None  # float32 (n, n_elements): Poisson standard error of the at.%
     null_reason: np.ndarray | None = None  # object (n,): None, "no_counts" or "no_line"
     fit: LineFit | None = None  # the shared line fit ("fit" method)
+    absorption: np.ndarray | None = None  # (n, n_elements) thin-film absorption factors used (None: off)
 
     def column(self, element: str) -> np.ndarray:
         return self.atomic_percent[:, self.elements.index(element)]
@@ -83,12 +84,18 @@ def cl_from_intensities(
     return at, reason
 
 
-def counting_se(fit: LineFit, coef: np.ndarray, I: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def counting_se(fit: LineFit, coef: np.ndarray, I: np.ndarray, valid: np.ndarray,
+                gain: np.ndarray | None = None) -> np.ndarray:
     """Poisson standard errors ``(n, m)`` of the at.% of spectra with fitted coefficients ``coef``
-    (intensities ``I``, possibly clipped); NaN where not ``valid``."""
+    (quantified intensities ``I`` = ``gain`` x fitted areas, e.g. absorption-corrected); NaN where
+    not ``valid``."""
     se = np.full(I.shape, np.nan)
     if valid.any():
-        cov = cl_covariance(I[valid], fit.line_covariance(coef[valid]), fit.setup)
+        cov_I = fit.line_covariance(coef[valid])
+        if gain is not None:
+            g = np.asarray(gain)[valid]
+            cov_I = cov_I * g[:, :, None] * g[:, None, :]
+        cov = cl_covariance(I[valid], cov_I, fit.setup)
         se[valid] = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0))
     return se
 
@@ -107,9 +114,12 @@ def quantify_chips(
     include_extraneous: bool = True,
     min_energy_kev: float | None = 0.2,
     intensity_method: str = "fit",
-    families: str = "quantified",
+    families: str = "tied",
     clip_negative: bool = False,
     weight_spectrum: np.ndarray | None = None,
+    thickness_nm=None,
+    density_g_cm3=None,
+    take_off_angle_deg: float = 22.0,
     session: str | None = None,
 ) -> CLResult:
     """Cliff-Lorimer atomic % (and its Poisson standard error) of every chip.
@@ -120,7 +130,9 @@ def quantify_chips(
     ``kfactors``: the session's k-factors by line (they win); ``kfactor_table``: a table of
     ``mmlake/data/kfactors.yaml`` (None: its default; ``"none"``: session k-factors only).
     ``weight_spectrum``: the spectrum the fit weights come from (default: the mean of ``sums``; the
-    cropped channel range, i.e. as :func:`chip_spectra` returns it). Errors (unknown element, no line
+    cropped channel range, i.e. as :func:`chip_spectra` returns it). ``thickness_nm`` (scalar or one
+    per spectrum) switches on the thin-film absorption correction (:mod:`mmlake.eds.absorption`,
+    with ``density_g_cm3`` and ``take_off_angle_deg``); off by default. Errors (unknown element, no line
     in range, missing k-factor) are ``SessionError`` naming ``session`` when it is given, else
     ``ValueError``.
     """
@@ -156,9 +168,14 @@ def quantify_chips(
             I = fit.intensities.copy()
         if clip_negative:
             I = np.maximum(I, 0.0)
+        A = np.ones_like(I)
+        if thickness_nm is not None:
+            from mmlake.eds.absorption import correct_intensities
+
+            I, A = correct_intensities(I, setup, thickness_nm, density_g_cm3, take_off_angle_deg)
         at, reason = cl_from_intensities(I, total, setup, s, nav_shape)
         valid = np.array([r is None for r in reason], dtype=bool)
-        se = counting_se(fit, fit.coef, I, valid) if fit is not None else np.full(at.shape, np.nan)
+        se = (counting_se(fit, fit.coef, I, valid, 1.0 / A) if fit is not None else np.full(at.shape, np.nan))
     not100 = valid & ~np.isclose(np.nansum(at, axis=1), 100.0, atol=0.5)
     params = {
         "intensity_method": intensity_method,
@@ -170,9 +187,14 @@ def quantify_chips(
         "kfactor_table": load_kfactor_table(kfactor_table).name if kfactor_table != "none" else None,
         "n_null": {NO_COUNTS: int((reason == NO_COUNTS).sum()), NO_LINE: int((reason == NO_LINE).sum())},
         "n_rows_not_100": int(not100.sum()),
+        "absorption_correction": None if thickness_nm is None else {
+            "thickness_nm": np.asarray(thickness_nm, dtype=float).tolist(),
+            "density_g_cm3": None if density_g_cm3 is None else np.asarray(density_g_cm3, dtype=float).tolist(),
+            "take_off_angle_deg": float(take_off_angle_deg)},
     }
     return CLResult(setup.elements, setup.lines, at.astype(np.float32), I.astype(np.float32),
-                    total.astype(np.float32), setup, params, se.astype(np.float32), reason, fit)
+                    total.astype(np.float32), setup, params, se.astype(np.float32), reason, fit,
+                    A if thickness_nm is not None else None)
 
 
 def quantify_spectrum(
@@ -224,6 +246,10 @@ def lumped_se(res: CLResult, row: int, cols: Sequence[int]) -> float:
     from mmlake.eds.cliff_lorimer import cl_covariance
 
     I = res.intensities[row:row + 1].astype(np.float64)
-    cov = cl_covariance(I, res.fit.line_covariance(res.fit.coef[row:row + 1]), res.setup)[0]
+    cov_I = res.fit.line_covariance(res.fit.coef[row:row + 1])
+    if res.absorption is not None:
+        g = 1.0 / res.absorption[row:row + 1]
+        cov_I = cov_I * g[:, :, None] * g[:, None, :]
+    cov = cl_covariance(I, cov_I, res.setup)[0]
     c = list(cols)
     return float(np.sqrt(max(cov[np.ix_(c, c)].sum(), 0.0)))
