@@ -122,6 +122,44 @@ def write_result(
     return MaterializeResult(metadata=meta, data_version=DataVersion(out["data_version"]))
 
 
+def write_rows(
+    context: AssetExecutionContext,
+    step: Step,
+    *,
+    code_version: str,
+    parameters: Mapping[str, Any],
+    tables: Mapping[str, pl.DataFrame],
+    scope: Mapping[str, Any],
+    device: str | None = None,
+    weights: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> MaterializeResult:
+    """The write of an asset that is not per session (the crystal group: rows scoped by dataset):
+    same provenance rules as `write_result` (upstream from `begin`, started_at, no-op when unchanged)."""
+    lk = step.lake
+    prov = Provenance(asset_key=context.asset_key.to_user_string(), partition_key=step.partition_key,
+                      code_version=code_version, parameters=dict(parameters), upstream=step.upstream,
+                      run_id=context.run_id, device=device, weights=weights, started_at=step.started_at)
+    current = lk.current(prov.asset_key, step.partition_key)
+    if current and current["data_version"] == prov.data_version and \
+            sorted(current["upstream_ids"] or []) == sorted(u["materialization_id"] for u in step.upstream):
+        return MaterializeResult(metadata={"unchanged": MetadataValue.bool(True),
+                                           "materialization_id": MetadataValue.text(current["materialization_id"])},
+                                 data_version=DataVersion(prov.data_version))
+    out = lk.replace_partition(prov, tables, scope)
+    meta = {f"rows_{t}": MetadataValue.int(n) for t, n in out["rows"].items()}
+    meta["materialization_id"] = MetadataValue.text(out["materialization_id"])
+    meta["parameters"] = MetadataValue.json(json_safe(parameters))
+    meta.update(metadata or {})
+    return MaterializeResult(metadata=meta, data_version=DataVersion(out["data_version"]))
+
+
+def json_safe(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
 def _utc(frame: pl.DataFrame) -> pl.DataFrame:
     """One time zone name for aware timestamps (rows read back from DuckDB say 'Etc/UTC')."""
     fix = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone]

@@ -10,7 +10,8 @@ import polars as pl
 from dagster import AssetExecutionContext, ConfigurableResource, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import table_md, write_result
+from assets.common import begin, table_md, write_rows
+from mmlake.codeversion import module_code_version
 from mmlake.crystal.pipeline import (CODE_VERSION, crystal_benchmark_stage, crystal_encoders_stage,
                                      crystal_reference_spacings_stage, composition_features_stage,
                                      encoders_from_table, structures_stage, xrd_patterns_stage)
@@ -60,6 +61,9 @@ def _load(lk, dataset: str):
     return st, xr, cf
 
 
+# derived from the code (this module and the mmlake.crystal modules it imports), not the hand-kept
+# pipeline constant, so an edit to any stage makes the crystal assets stale
+CODE_VERSION = module_code_version(__name__, "crystal")
 COMMON = dict(group_name="crystal", code_version=CODE_VERSION, owners=["team:materials"])
 
 
@@ -68,6 +72,7 @@ COMMON = dict(group_name="crystal", code_version=CODE_VERSION, owners=["team:mat
                    "group and crystal system (spglib), split and targets. Bad CIF rows are kept with a skip_reason.")
 def structures(context: AssetExecutionContext, lake: LakeResource, crystal_dataset: CrystalDatasetResource):
     lk = lake.lake()
+    step = begin(context, lk, [])
     path, ds = crystal_dataset.resolved()
     st = structures_stage(path, None, _progress(context))
     for row, mid, why in st.skipped:
@@ -75,8 +80,8 @@ def structures(context: AssetExecutionContext, lake: LakeResource, crystal_datas
     for task, why in st.tasks.items():
         if why:
             context.log.warning(f"task {task} unavailable: {why}")
-    return write_result(context, lk, code_version=CODE_VERSION, parameters={"path": str(path), "dataset": ds},
-                        upstream_assets=[], tables={"structures": st.table(ds)}, scope={"dataset": ds},
+    return write_rows(context, step, code_version=CODE_VERSION, parameters={"path": str(path), "dataset": ds},
+                        tables={"structures": st.table(ds)}, scope={"dataset": ds},
                         metadata={"parsed": MetadataValue.int(len(st.frame)),
                                   "skipped": MetadataValue.int(len(st.skipped)),
                                   "summary": MetadataValue.json(st.summary())})
@@ -87,11 +92,12 @@ def structures(context: AssetExecutionContext, lake: LakeResource, crystal_datas
                    "even 2-theta grid 0-90 deg, normalised; the pattern matrix is an .npy object in the lake.")
 def xrd_patterns(context: AssetExecutionContext, lake: LakeResource, crystal_dataset: CrystalDatasetResource):
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
+    step = begin(context, lk, ["structures"])
     st = _stored_structures(lk, ds)
     xr = xrd_patterns_stage(st, None, _progress(context))
     sha = lk.put_array(xr.patterns)
-    return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds, "grid_points": xr.patterns.shape[1]},
-                        upstream_assets=["structures"], tables={"xrd_patterns": xr.table(ds, sha)}, scope={"dataset": ds},
+    return write_rows(context, step, code_version=CODE_VERSION, parameters={"dataset": ds, "grid_points": xr.patterns.shape[1]},
+                        tables={"xrd_patterns": xr.table(ds, sha)}, scope={"dataset": ds},
                         metadata={"patterns": MetadataValue.int(len(xr.patterns)), "failed": MetadataValue.int(len(xr.failed))})
 
 
@@ -100,10 +106,10 @@ def xrd_patterns(context: AssetExecutionContext, lake: LakeResource, crystal_dat
                    "pymatgen's element data; missing properties imputed and reported.")
 def composition_features(context: AssetExecutionContext, lake: LakeResource, crystal_dataset: CrystalDatasetResource):
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
+    step = begin(context, lk, ["structures"])
     st = _stored_structures(lk, ds)
     cf = composition_features_stage(st, None, _progress(context))
-    return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds},
-                        upstream_assets=["structures"],
+    return write_rows(context, step, code_version=CODE_VERSION, parameters={"dataset": ds},
                         tables={"composition_features": cf.table(ds), "composition_feature_names": cf.names_table(ds)},
                         scope={"dataset": ds}, metadata={"features": MetadataValue.int(cf.features.shape[1])})
 
@@ -115,14 +121,15 @@ def composition_features(context: AssetExecutionContext, lake: LakeResource, cry
 def crystal_encoders(context: AssetExecutionContext, lake: LakeResource, encoder: EncoderResource,
                      crystal_dataset: CrystalDatasetResource):
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
+    step = begin(context, lk, ["xrd_patterns", "composition_features"])
     st, xr, cf = _load(lk, ds)
     device = encoder.resolved_device()
     enc = crystal_encoders_stage(st, xr, cf, device, crystal_dataset.params(), _progress(context))
     for data in enc.weights().values():
         lk.put_bytes(data, ".pt")
     table = enc.table(ds)
-    return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds, **crystal_dataset.params()},
-                        upstream_assets=["xrd_patterns", "composition_features"], tables={"crystal_models": table},
+    return write_rows(context, step, code_version=CODE_VERSION, parameters={"dataset": ds, **crystal_dataset.params()},
+                        tables={"crystal_models": table},
                         scope={"dataset": ds}, device=device,
                         weights=";".join(f"{v}={m.sha256}" for v, m in enc.models.items()),
                         metadata={"models": table_md(table.select("variant", "best_epoch", "best_val_task_loss",
@@ -136,13 +143,14 @@ def crystal_encoders(context: AssetExecutionContext, lake: LakeResource, encoder
 def crystal_benchmark(context: AssetExecutionContext, lake: LakeResource, encoder: EncoderResource,
                       crystal_dataset: CrystalDatasetResource):
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
+    step = begin(context, lk, ["crystal_encoders"])
     st, xr, cf = _load(lk, ds)
     models = lk.query("select * from crystal_models where dataset = ?", [ds])
     weights = {sha: lk.find_object(sha).read_bytes() for sha in models["weights_sha256"]}
     enc = encoders_from_table(models, weights)
     bm = crystal_benchmark_stage(st, xr, cf, enc, encoder.resolved_device(), crystal_dataset.params())
-    return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds},
-                        upstream_assets=["crystal_encoders"], tables={"crystal_benchmark": bm.table(ds)},
+    return write_rows(context, step, code_version=CODE_VERSION, parameters={"dataset": ds},
+                        tables={"crystal_benchmark": bm.table(ds)},
                         scope={"dataset": ds},
                         metadata={"vs_preprint_table2": table_md(bm.side_by_side, 12),
                                   "per_crystal_system": table_md(bm.per_system, 8)})
@@ -154,10 +162,11 @@ def crystal_benchmark(context: AssetExecutionContext, lake: LakeResource, encode
 def crystal_reference_spacings(context: AssetExecutionContext, lake: LakeResource,
                                crystal_dataset: CrystalDatasetResource):
     lk, (_, ds) = lake.lake(), crystal_dataset.resolved()
+    step = begin(context, lk, ["structures"])
     st = _stored_structures(lk, ds)
     table = reference_table(crystal_reference_spacings_stage(st), ds)
-    return write_result(context, lk, code_version=CODE_VERSION, parameters={"dataset": ds},
-                        upstream_assets=["structures"], tables={"crystal_reference_spacings": table},
+    return write_rows(context, step, code_version=CODE_VERSION, parameters={"dataset": ds},
+                        tables={"crystal_reference_spacings": table},
                         scope={"dataset": ds}, metadata={"spacings": table_md(table, 12)})
 
 
