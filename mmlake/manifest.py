@@ -19,7 +19,14 @@ from mmlake.errors import SessionError
 
 MANIFEST_NAME = "session.yaml"
 SAMPLE_RE = re.compile(r"^[a-z0-9_.-]+$")
-DATA_SUFFIXES = {".emd", ".bcf", ".hspy", ".zspy", ".dm3", ".dm4", ".npy"}
+# every suffix RosettaSciIO reads that mmlake accepts (mmlake.formats.SUFFIXES says what each is)
+DATA_SUFFIXES = {".emd", ".bcf", ".hspy", ".zspy", ".dm3", ".dm4", ".npy", ".ser", ".emi", ".pts", ".asw",
+                 ".mrc", ".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp"}
+# top-level session.yaml keys; any other key is a warning naming the closest of these (an error with strict)
+KNOWN_KEYS = ("campaign", "sample", "dose_dpa", "acquired_at", "acquisition", "instrument", "haadf", "eds",
+              "data", "elements", "chip_px", "support", "truth", "truth_classes", "kfactors", "roles",
+              "pixel_size_nm", "energy_scale_kev", "energy_offset_kev", "notes",
+              "session_id", "synthetic")  # the last two: written by mmlake.synth, informational
 
 
 def dose_key(dose_dpa: float) -> str:
@@ -78,6 +85,12 @@ class Manifest:
     kfactors: dict[str, float] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     acquisition_name: str | None = None
+    # calibration for files that lack one (an override where the file has one; recorded as
+    # calibration_source = 'manifest' in the sessions row)
+    pixel_size_nm: float | None = None
+    energy_scale_kev: float | None = None
+    energy_offset_kev: float | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -113,8 +126,8 @@ def _known_elements() -> set[str]:
     return set(elements.keys())
 
 
-def load_manifest(folder: str | os.PathLike) -> Manifest:
-    """Read and validate `folder/session.yaml`."""
+def load_manifest(folder: str | os.PathLike, strict: bool = False) -> Manifest:
+    """Read and validate `folder/session.yaml` (`strict`: unknown keys are errors, see parse_manifest)."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     label = folder.name or str(folder)
@@ -125,14 +138,17 @@ def load_manifest(folder: str | os.PathLike) -> Manifest:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise SessionError(label, f"{MANIFEST_NAME} is not valid YAML: {exc}") from exc
-    return parse_manifest(raw, folder)
+    return parse_manifest(raw, folder, strict=strict)
 
 
-def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True) -> Manifest:
+def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True,
+                   strict: bool = False) -> Manifest:
     """Validate a manifest mapping; every problem raises SessionError naming the field.
 
     `check_files=False` skips the on-disk path checks, for manifests re-read from the lake whose
-    files live in the object folder.
+    files live in the object folder. A key that is not in KNOWN_KEYS (a typo such as `chip_size:`)
+    is a warning naming the closest known key, kept in `Manifest.warnings` and issued with
+    `warnings.warn`; `strict=True` makes it an error.
     """
     folder = Path(folder)
     label = folder.name or str(folder)
@@ -241,6 +257,27 @@ def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True
     classes = raw.get("truth_classes") or []
     if not isinstance(classes, list):
         raise fail("field 'truth_classes' must be a list of class names indexed by label")
+    calib = {}
+    for key in ("pixel_size_nm", "energy_scale_kev", "energy_offset_kev"):
+        value = raw.get(key)
+        if value is not None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value \
+                    or abs(value) == float("inf"):
+                raise fail(f"field '{key}' must be a number, got {value!r}")
+            if key != "energy_offset_kev" and not value > 0:
+                raise fail(f"field '{key}' must be > 0, got {value!r}")
+            value = float(value)
+        calib[key] = value
+    if calib["energy_offset_kev"] is not None and calib["energy_scale_kev"] is None:
+        raise fail("field 'energy_offset_kev' needs 'energy_scale_kev' (keV per channel) beside it")
+    notes = unknown_key_notes(raw)
+    if notes and strict:
+        raise fail("; ".join(notes) + " (strict mode: fix or remove the key)")
+    for note in notes:
+        import warnings
+
+        warnings.warn(f"session {label}: {MANIFEST_NAME}: {note}", stacklevel=2)
+    notes = [f"{MANIFEST_NAME}: {n}" for n in notes]
 
     return Manifest(
         campaign=campaign, sample=sample, dose_dpa=dose, acquired_at=acquired,
@@ -249,8 +286,24 @@ def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True
         elements=tuple(elements), chip_px=chip_px, support=support, truth=paths.get("truth"),
         truth_classes=tuple(str(c) for c in classes),
         kfactors={str(k): float(v) for k, v in kf_raw.items()},
-        roles={str(k): str(v) for k, v in roles_raw.items()}, acquisition_name=acquisition, raw=raw,
+        roles={str(k): str(v) for k, v in roles_raw.items()}, acquisition_name=acquisition,
+        pixel_size_nm=calib["pixel_size_nm"], energy_scale_kev=calib["energy_scale_kev"],
+        energy_offset_kev=calib["energy_offset_kev"], warnings=tuple(notes), raw=raw,
     )
+
+
+def unknown_key_notes(raw: dict[str, Any]) -> list[str]:
+    """One message per top-level key that mmlake does not know, naming the closest known key."""
+    import difflib
+
+    notes = []
+    for key in raw:
+        if str(key) in KNOWN_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key).lower(), KNOWN_KEYS, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(KNOWN_KEYS)}"
+        notes.append(f"unknown key '{key}' is ignored; {hint}")
+    return notes
 
 
 def _safe_relpath(rel: str, folder: Path, key: str, fail) -> str:
