@@ -32,7 +32,6 @@ from dagster import (
     asset_check,
 )
 
-from assets.partitions import session_partitions
 from mmlake.lake import Lake
 from resources.lake import LakeResource
 

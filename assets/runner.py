@@ -125,6 +125,7 @@ def ingest(
     progress: Callable[[str], None] = print,
     log_level: str = "INFO",
     replace: bool = False,
+    strict: bool = False,
 ) -> list[IngestOutcome]:
     """Register session folders and materialize every session asset of their partitions.
 
@@ -132,7 +133,7 @@ def ingest(
     sessions are all unchanged and whose assets are all current is not run at all ("unchanged").
     `replace=True` lets new content replace a stored session of the same identity (recorded; old rows
     stay in the history schema). `log_level` INFO shows the assets' own progress lines; DEBUG adds
-    every Dagster event.
+    every Dagster event. `strict=True` refuses a session.yaml with unknown keys (else a warning).
     """
     from assets.definitions import SESSION_ASSETS, all_resources
     from assets.schedules import stale_plan
@@ -141,7 +142,7 @@ def ingest(
     outcomes, regs = [], []
     for folder in session_folders(paths):
         try:
-            regs.append((folder, register_source(lake, folder, replace=replace)))
+            regs.append((folder, register_source(lake, folder, replace=replace, strict=strict)))
         except MmlakeError as exc:
             outcomes.append(IngestOutcome(str(folder), None, False, str(exc)))
             progress(f"REJECTED {folder}: {exc}")
@@ -173,8 +174,7 @@ def ingest(
                                  run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
         msg = "ok" if result.success else step_error(result)
         for folder, reg, _ in group:
-            outcomes.append(IngestOutcome(str(folder), reg.session_id, result.success,
-                                          msg if result.success else msg))
+            outcomes.append(IngestOutcome(str(folder), reg.session_id, result.success, msg))
             progress(f"{'done' if result.success else 'FAILED'} {reg.session_id}: {msg}")
     return outcomes
 
