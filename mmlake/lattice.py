@@ -26,7 +26,10 @@ Method (one code path for a single image and for a stack of windows):
    with at least ``family_rel`` of the strongest peak's power and above the noise maximum ``ln N /
    ln(4/3)`` (once the strongest peak has established the lattice, its relatives need no margin),
    merged by non-maximum suppression (a peak smeared by scan jitter, or two nearly equal lattices,
-   counts once; at most 24 kept). They are tried shortest first as ``g1``, each with its shortest
+   counts once; at most 24 kept). Only those with at least ``fundamental_rel`` (12 %) of the strongest
+   peak's power may be basis vectors: a weak commensurate modulation or half-order spots (octahedral
+   tilts of orthorhombic LaFeO3, scan distortions) would otherwise give a basis that indexes more
+   peaks but is not the fundamental lattice (d = 1.5 a or sqrt(2) a). They are tried shortest first as ``g1``, each with its shortest
    non-collinear partner ``g2`` that indexes the strongest peak as ``i g1 + j g2`` (|i|, |j| <= 4,
    i != 0, tolerance 1.5 bins + 1.5 %). All candidates that index are then used in a least-squares
    refinement of ``(g1, g2)`` from sub-bin (parabolic) peak positions. The period is ``1/|g1|``: the
@@ -34,6 +37,9 @@ Method (one code path for a single image and for a stack of windows):
 6. ``uncertainty_nm`` is width based: the Gaussian sigma of the ``g1`` peak (from the curvature of
    ``log P``) propagated to d (``sigma_d = d^2 sigma_k``). It is a resolution figure (it shrinks as
    the image grows), not a standard error.
+7. Superlattice: peaks above the lattice threshold with at least ``superlattice_rel`` of the strongest
+   peak's power that the fundamental basis indexes only with fractions of denominator 2, 3 or 4 are
+   superlattice reflections; ``superlattice_nm`` is the largest d among them (NULL when none).
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class LatticePeak:
     angle_deg: float  # direction of +-g1, degrees from +x (image right), counter-clockwise, [-90, 90)
     n_indexed: int  # number of peaks indexed by the refined basis
     image_shape: tuple[int, int]
+    superlattice_nm: float | None = None  # largest d of the reflections at fractional positions of the basis
+    superlattice_index: tuple[float, ...] | None = None  # that reflection's coordinates in the basis
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -265,11 +273,15 @@ def find_lattice_peak(
     family_rel: float = 0.02,
     noise_factor: float = 4.0,
     max_index: int = 4,
+    fundamental_rel: float = 0.12,
+    superlattice_rel: float = 0.002,
 ) -> LatticePeak:
     """Lattice period of an image from its windowed FFT (see the module docstring).
 
     ``pixel_size_nm`` > 0. Periods longer than ``max_period_nm`` (default 2 nm, above every simple
-    oxide's cell) or shorter than ``min_period_px`` are not searched.
+    oxide's cell) or shorter than ``min_period_px`` are not searched. Only peaks with at least
+    ``fundamental_rel`` of the strongest peak's power may be basis vectors (step 5); weaker peaks at
+    fractional positions of that basis are superlattice reflections (step 7).
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2 or min(img.shape) < 8:
@@ -280,6 +292,9 @@ def find_lattice_peak(
         raise ValueError(f"pixel_size_nm must be a positive number, got {pixel_size_nm!r}")
     if family_rel <= 0 or family_rel > 1:
         raise ValueError(f"family_rel must be in (0, 1], got {family_rel!r}")
+    if not (0 < superlattice_rel <= 1 and 0 < fundamental_rel <= 1):
+        raise ValueError(f"superlattice_rel and fundamental_rel must be in (0, 1], got {superlattice_rel!r}, "
+                         f"{fundamental_rel!r}")
     h, w = img.shape
     ky, kx, k, shell = frequency_grid(h, w)
     valid = _search_mask(h, w, k, shell, min_period_px, max_period_nm / pixel_size_nm)
@@ -306,7 +321,8 @@ def find_lattice_peak(
     if is_cryst:
         # family members only need to beat the noise maximum itself: the lattice is established
         cand, cidx = _strong_peaks(s, smax + math.log(family_rel), ls - math.log(noise_factor), h, w, refined)
-        basis = _find_basis(cand, gs, 1.5 / min(h, w), max_index)
+        strong = np.array([s[a, b] >= smax + math.log(max(fundamental_rel, family_rel)) for a, b in cidx], dtype=bool)
+        basis = _find_basis(cand[strong], gs, 1.5 / min(h, w), max_index)
     if basis is not None:
         B = basis
         idx = _index(B, cand, 1.5 / min(h, w), max_index)
@@ -324,6 +340,9 @@ def find_lattice_peak(
         _, sig = refined(sy, sx)
     kmag = float(np.hypot(*g1))
     period_px = 1.0 / kmag
+    sl_px, sl_index = None, None
+    if basis is not None:
+        sl_px, sl_index = _superlattice(s, smax + math.log(superlattice_rel), ls, h, w, refined, sol.T, max_index)
     sigma_k = float(np.hypot(sig[0] * abs(g1[0]) / kmag, sig[1] * abs(g1[1]) / kmag))
     uncertainty_nm = pixel_size_nm * sigma_k / kmag**2
     angle = math.degrees(math.atan2(-g1[0], g1[1]))  # image y points down
@@ -339,6 +358,8 @@ def find_lattice_peak(
         angle_deg=float(angle),
         n_indexed=int(n_indexed),
         image_shape=(int(h), int(w)),
+        superlattice_nm=None if sl_px is None else float(sl_px * pixel_size_nm),
+        superlattice_index=sl_index,
     )
 
 
@@ -359,6 +380,28 @@ def _strong_peaks(s, log_rel, log_thr, h, w, refined, radius_bins=2.0, radius_re
             if len(kept_pos) >= keep:
                 break
     return np.array(kept_pos).reshape(-1, 2), kept_idx
+
+
+def _superlattice(s, log_rel, log_thr, h, w, refined, B, max_index, denominators=(2, 3, 4)):
+    """The superlattice reflection with the largest d: a peak above the lattice threshold ``log_thr``
+    (and ``log_rel``) that the fundamental basis ``B`` (2, nb) does not index with integers but does
+    with a fraction of denominator 2, 3 or 4 (half-order spots of octahedral tilts, a commensurate
+    modulation). Returns (period px, fractional coordinates) or (None, None)."""
+    cand, _ = _strong_peaks(s, log_rel, log_thr, h, w, refined, keep=48)
+    tol = 1.5 / min(h, w)
+    best = None
+    for g in cand:
+        if _index(B, g[None], tol, max_index)[0] is not None:
+            continue
+        c, *_ = np.linalg.lstsq(B, g, rcond=None)
+        for q in denominators:
+            ci = np.rint(c * q) / q
+            if np.any(ci != 0) and np.all(np.abs(ci) <= max_index) and np.hypot(*(B @ ci - g)) <= tol + 0.015 * np.hypot(*g):
+                k = float(np.hypot(*g))
+                if best is None or k < best[0]:
+                    best = (k, tuple(float(v) for v in ci))
+                break
+    return (None, None) if best is None else (1.0 / best[0], best[1])
 
 
 def _find_basis(cand: np.ndarray, gs: np.ndarray, tol_abs: float, max_index: int):

@@ -58,7 +58,10 @@ def test_period_of_every_synthetic_region_within_0_01_nm(demo_haadf):
             peak = find_lattice_peak(haadf[y:y + s, x:x + s], spec.pixel_size_nm)
             if name in synth.LATTICE_NM:
                 assert peak.is_crystalline, (spec.session_id, name, peak)
-                assert abs(peak.period_nm - synth.LATTICE_NM[name]) < 0.01, (spec.session_id, name, peak)
+                # column-disordered, rotated defect domains (64 px squares) are the loosest case
+                tol = 0.005 if name == "film_defect" else 0.002
+                assert abs(peak.period_nm - synth.LATTICE_NM[name]) < tol, (spec.session_id, name, peak)
+                assert peak.superlattice_nm is None, (spec.session_id, name, peak)
                 assert abs(peak.period_px * spec.pixel_size_nm - peak.period_nm) < 1e-9
                 assert 0 < peak.uncertainty_nm < 0.05
             else:  # amorphised film, cap
@@ -132,3 +135,57 @@ def test_bad_arguments(image, px, match):
         find_lattice_peak(image, px)
     with pytest.raises(ValueError, match="min_cells"):
         suggest_chip_px(np.zeros((64, 64)), 0.05, min_cells=0)
+
+
+# ------------------------------------------------------------------ fundamental vs superlattice
+
+
+def _peak_power(img, px, period_nm, angle=0.0):
+    """Windowed power at the reciprocal-lattice point of a period along ``angle`` (radians from +x)."""
+    from mmlake.lattice import log_power_spectrum
+
+    h, w = img.shape
+    k = px / period_nm
+    return math.exp(log_power_spectrum(img)[int(round(k * math.sin(angle) * h)) % h,
+                                            int(round(k * math.cos(angle) * w)) % w])
+
+
+A, PX = 0.3905, 0.05
+
+
+def _with(kind: str, rel_power: float, n: int = 128, seed: int = 0):
+    """Perovskite plus a weak extra periodicity whose FFT peak has ``rel_power`` of the (100) peak's
+    power: ``half`` = (1/2 1/2) half-order spots (doubled cell, d = sqrt(2) a), ``modulation`` = a
+    commensurate modulation of period 1.5 a along x. Returns (image, expected superlattice d)."""
+    base = perovskite_image(n=n, a=A, px=PX, z_b=0.4, sigma=0.05, noise=0.05, seed=seed)
+    y, x = np.mgrid[0:n, 0:n] * PX
+    if kind == "half":
+        wave, d, ang = np.cos(np.pi * (x + y) / A), A * math.sqrt(2), math.pi / 4
+    else:
+        wave, d, ang = np.cos(2 * np.pi * x / (1.5 * A)), 1.5 * A, 0.0
+    p100 = _peak_power(base, PX, A)
+    p_unit = _peak_power(base + wave, PX, d, ang)  # wave power dominates its own bin
+    img = base + math.sqrt(rel_power * p100 / p_unit) * wave
+    got = _peak_power(img, PX, d, ang) / p100
+    assert 0.7 * rel_power < got < 1.4 * rel_power, got
+    return img, d
+
+
+@pytest.mark.parametrize("kind", ["half", "modulation"])
+@pytest.mark.parametrize("rel_power", [0.05, 0.1])
+def test_weak_superlattice_keeps_the_fundamental(kind, rel_power):
+    """Half-order spots and a weak modulation (10-20x weaker than the (100) reflection) used to turn
+    the reported d into 0.55 / 0.59 nm (the basis that indexes more peaks won): now d(100) stays
+    within 0.002 nm and the extra periodicity is reported separately."""
+    for seed in (0, 1):
+        img, d_sl = _with(kind, rel_power, seed=seed)
+        peak = find_lattice_peak(img, PX)
+        assert abs(peak.period_nm - A) < 0.002, (kind, rel_power, seed, peak.period_nm)
+        assert peak.superlattice_nm is not None and abs(peak.superlattice_nm - d_sl) < 0.01, (kind, peak)
+        old = find_lattice_peak(img, PX, fundamental_rel=0.02)  # every family member may be a basis vector
+        assert abs(old.period_nm - d_sl) < 0.01, old  # the failure the rule prevents
+
+
+def test_clean_lattice_reports_no_superlattice():
+    peak = find_lattice_peak(perovskite_image(n=128, a=A, px=PX, z_b=0.4, sigma=0.05, noise=0.05), PX)
+    assert abs(peak.period_nm - A) < 0.001 and peak.superlattice_nm is None
