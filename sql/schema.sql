@@ -226,6 +226,18 @@ CREATE TABLE IF NOT EXISTS regions (
     square_px          INTEGER,            -- side of the largest square inside the region, px
     square_row         INTEGER,            -- its top-left chip (row, col)
     square_col         INTEGER,
+    n_core_chips       INTEGER,            -- chips none of whose 8 neighbours carries another label (core)
+    boundary_share     DOUBLE,             -- 1 - n_core_chips / n_chips: share of chips on the region's boundary
+    core_eds_counts    DOUBLE,             -- counts of the core chips' summed spectrum
+    d_spacing_se_nm    DOUBLE,             -- bootstrap standard error over non-overlapping chip tiles
+    d_spacing_ci_low   DOUBLE,             -- 95 % bootstrap interval of d_spacing_nm (NULL: < 3 tiles)
+    d_spacing_ci_high  DOUBLE,
+    d_spacing_n_tiles  INTEGER,            -- tiles the bootstrap resampled
+    superlattice_nm    DOUBLE,             -- largest d of superlattice reflections (never the d-spacing itself)
+    pair_d_spacing_nm  DOUBLE,             -- the role's d-spacing pooled over the sample x dose's acquisitions
+    pair_d_ci_low      DOUBLE,             -- its 95 % interval (bootstrap over acquisitions, then tiles)
+    pair_d_ci_high     DOUBLE,
+    pair_n_acquisitions INTEGER,           -- acquisitions pooled
     materialization_id VARCHAR NOT NULL
 );
 
@@ -238,7 +250,19 @@ CREATE TABLE IF NOT EXISTS region_composition (
     modality           VARCHAR NOT NULL,
     region             INTEGER NOT NULL,
     element            VARCHAR NOT NULL,
-    atomic_percent     DOUBLE,
+    atomic_percent     DOUBLE,             -- whole region (all its chips)
+    counting_se        DOUBLE,             -- Poisson counting error through the fit and Cliff-Lorimer
+    ci_low             DOUBLE,             -- 95 % bootstrap interval over the region's chips
+    ci_high            DOUBLE,
+    atomic_percent_core DOUBLE,            -- core chips only (no chip touching another label); NULL: no core
+    counting_se_core   DOUBLE,
+    ci_low_core        DOUBLE,
+    ci_high_core       DOUBLE,
+    pair_atomic_percent DOUBLE,            -- the region's ROLE composition pooled over the sample x dose's acquisitions
+    pair_ci_low        DOUBLE,             -- its 95 % interval (bootstrap over acquisitions, then chips)
+    pair_ci_high       DOUBLE,
+    pair_n_acquisitions INTEGER,
+    pair_basis         VARCHAR,            -- core or whole: which figures were pooled
     materialization_id VARCHAR NOT NULL
 );
 
@@ -260,6 +284,30 @@ CREATE TABLE IF NOT EXISTS ordered_disordered_shift (
     disordered_n_chips   INTEGER,
     ordered_n_regions    INTEGER,
     disordered_n_regions INTEGER,
+    -- intervals: bootstrap over chips within each region (ci_level, 95 %); significant = interval excludes 0
+    ci_low               DOUBLE,             -- of percent_diff (whole regions)
+    ci_high              DOUBLE,
+    significant          BOOLEAN,
+    renorm_ci_low        DOUBLE,             -- of percent_diff_renorm
+    renorm_ci_high       DOUBLE,
+    ordered_at_pct_core  DOUBLE,             -- the same from core chips only (the default in the views)
+    disordered_at_pct_core DOUBLE,
+    percent_diff_core    DOUBLE,
+    ci_low_core          DOUBLE,
+    ci_high_core         DOUBLE,
+    significant_core     BOOLEAN,
+    percent_diff_renorm_core DOUBLE,
+    renorm_ci_low_core   DOUBLE,
+    renorm_ci_high_core  DOUBLE,
+    ordered_n_core_chips INTEGER,
+    disordered_n_core_chips INTEGER,
+    ci_level             DOUBLE,
+    pair_percent_diff    DOUBLE,             -- pooled over the sample x dose's acquisitions (mean of them)
+    pair_ci_low          DOUBLE,             -- bootstrap over acquisitions, then chips
+    pair_ci_high         DOUBLE,
+    pair_significant     BOOLEAN,
+    pair_n_acquisitions  INTEGER,
+    pair_basis           VARCHAR,            -- core or whole
     materialization_id   VARCHAR NOT NULL
 );
 

@@ -280,7 +280,8 @@ def test_split_pristine_film_stays_ordered_and_overrides_win(built):
     half = (comp.filter(pl.col("region").is_in([0, 1])).group_by("element", maintain_order=True)
             .agg(pl.col("atomic_percent").mean(), pl.col("session_id").first(), pl.col("method").first(),
                  pl.col("modality").first())
-            .with_columns(pl.lit(8, dtype=pl.Int32).alias("region")).select(comp.columns))
+            .with_columns(pl.lit(8, dtype=pl.Int32).alias("region"))
+            .select("session_id", "method", "modality", "region", "element", "atomic_percent"))
     r8 = assign_roles(mixed, half).row(0, named=True)
     assert r8["role"] == "interface" and "mixed" in r8["role_reason"], r8
     # class names map through the override too (few-shot support classes named otherwise)
