@@ -27,11 +27,12 @@ from mmlake.eds.fit import LineFit, _binned_gauss, design_matrix, fit_line_inten
 from mmlake.eds.kfactors import (EXTRANEOUS_ELEMENTS, EXTRANEOUS_LABEL, KFactorTable, LineSetup,
                                  load_kfactor_table, resolve_lines)
 from mmlake.eds.lines import atomic_weight, element_lines, fwhm_kev, known_element, line_energy, line_family
-from mmlake.eds.quantify import METHOD_VERSION, NO_COUNTS, NO_LINE, CLResult, quantify_chips, quantify_spectrum
+from mmlake.eds.quantify import (METHOD_VERSION, NO_COUNTS, NO_LINE, ChipFit, CLResult, fit_chips, quantify_chips,
+                                  quantify_spectrum)
 from mmlake.eds.spectra import chip_spectra, exspy_signal
 
 __all__ = [
-    "EXTRANEOUS_ELEMENTS", "EXTRANEOUS_LABEL", "METHOD_VERSION", "NO_COUNTS", "NO_LINE", "CLResult", "KFactorTable",
+    "ChipFit", "EXTRANEOUS_ELEMENTS", "EXTRANEOUS_LABEL", "fit_chips", "METHOD_VERSION", "NO_COUNTS", "NO_LINE", "CLResult", "KFactorTable",
     "LineFit", "LineSetup", "atomic_weight", "chip_spectra", "cl_atomic_percent", "cl_covariance", "cl_jacobian",
     "design_matrix", "element_lines", "exspy_signal", "fit_line_intensities", "fit_lines", "fwhm_kev",
     "known_element", "line_energy", "line_family", "load_kfactor_table", "quantify_chips", "quantify_spectrum",
