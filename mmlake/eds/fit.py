@@ -125,7 +125,7 @@ def design_matrix(
 
 
 def shell_ratios(
-    pooled: np.ndarray,
+    pooled,
     offset: float,
     scale: float,
     setup: LineSetup,
@@ -134,10 +134,12 @@ def shell_ratios(
     beam_energy_kev: float,
     min_sigma: float = 5.0,
 ) -> dict[str, dict[str, float]]:
-    """Stage 1 of ``families="tied"``: on the pooled spectrum (summed counts of every input), the
-    declared elements' quantified families with their other shells as free terms (the undeclared
-    extraneous elements are left out here: their lines would be degenerate with the free shells,
-    e.g. N_Ka under Ti_Ll). Returns, for every declared element whose quantified line stands above
+    """Stage 1 of ``families="tied"``: on a pooled spectrum, the declared elements' quantified
+    families with their other shells as free terms (the undeclared extraneous elements are left out
+    here: their lines would be degenerate with the free shells, e.g. N_Ka under Ti_Ll). ``pooled``
+    is one spectrum, or ``{line: spectrum}``: each element's ratios from its own pooled spectrum
+    (the chips where it is richest, so that e.g. Cr L is measured in the Cr cap, not against the O Ka
+    of the film 50 eV away). Returns, for every declared element whose quantified line stands above
     ``min_sigma`` counting standard errors, the area of each other shell per unit quantified area
     (clipped at 0); the other elements get none."""
     import dataclasses
@@ -147,16 +149,21 @@ def shell_ratios(
                               elements=tuple(setup.elements[i] for i in keep),
                               kfactors=tuple(setup.kfactors[i] for i in keep),
                               kfactor_source=tuple(setup.kfactor_source[i] for i in keep))
-    y = np.asarray(pooled, dtype=np.float64)
-    en = offset + scale * np.arange(len(y))
+    spectra = pooled if isinstance(pooled, dict) else {ln: pooled for ln in sub.lines}
+    some = np.asarray(next(iter(spectra.values())), dtype=np.float64)
+    en = offset + scale * np.arange(len(some))
     A, names = design_matrix(en, scale, sub, resolution_mnka_ev=resolution_mnka_ev,
                              beam_energy_kev=beam_energy_kev, families="all")
-    w = 1.0 / np.sqrt(np.maximum(y, 1.0))
-    P = np.linalg.pinv(A * w[:, None]) * w[None, :]
-    coef = P @ y
-    var = (P * np.maximum(A @ coef, 0.0)[None, :]) @ P.T
+    fits: dict[int, tuple] = {}
     out: dict[str, dict[str, float]] = {}
     for i, ln in enumerate(sub.lines):
+        y = np.asarray(spectra.get(ln, some), dtype=np.float64)
+        if id(y) not in fits:
+            w = 1.0 / np.sqrt(np.maximum(y, 1.0))
+            P = np.linalg.pinv(A * w[:, None]) * w[None, :]
+            c = P @ y
+            fits[id(y)] = (c, (P * np.maximum(A @ c, 0.0)[None, :]) @ P.T, y)
+        coef, var, _ = fits[id(y)]
         if not coef[i] > min_sigma * np.sqrt(max(var[i, i], 1e-12)):
             continue
         el = ln.split("_", 1)[0]
@@ -227,8 +234,8 @@ def fit_lines(
         weight_spectrum = y[has].mean(axis=0) if has.any() else np.ones(y.shape[1])
     ratios = None
     if families == "tied":
-        pooled = y[has].sum(axis=0) if has.any() else np.zeros(y.shape[1])
-        ratios = shell_ratios(pooled, offset, scale, setup, resolution_mnka_ev=resolution_mnka_ev,
+        ratios = shell_ratios(_rich_pools(y, e, scale, setup, resolution_mnka_ev, beam_energy_kev, weight_spectrum),
+                              offset, scale, setup, resolution_mnka_ev=resolution_mnka_ev,
                               beam_energy_kev=beam_energy_kev)
     A, names = design_matrix(e, scale, setup, resolution_mnka_ev=resolution_mnka_ev,
                              beam_energy_kev=beam_energy_kev, families=families, shell_ratios=ratios)
@@ -236,6 +243,32 @@ def fit_lines(
     projector = np.linalg.pinv(A * w[:, None]) * w[None, :]  # (p, C)
     coef = y @ projector.T
     return LineFit(setup, A, names, projector, coef, float(offset), float(scale), ratios or {})
+
+
+def _rich_pools(y, e, scale, setup, resolution_mnka_ev, beam_energy_kev, weight_spectrum,
+                quantile: float = 0.75) -> dict[str, np.ndarray]:
+    """For each declared element, the summed spectrum of the inputs where its (quantified-family,
+    k-weighted) share is highest: at or above the ``quantile`` of its share and at least half its
+    largest share; all inputs when there are few."""
+    from mmlake.eds.lines import atomic_weight
+
+    has = y.sum(axis=1) > 0
+    pooled_all = y[has].sum(axis=0) if has.any() else np.zeros(y.shape[1])
+    if has.sum() < 8:
+        return {ln: pooled_all for ln in setup.lines}
+    A, _ = design_matrix(e, scale, setup, resolution_mnka_ev=resolution_mnka_ev, beam_energy_kev=beam_energy_kev,
+                         families="quantified")
+    w = 1.0 / np.sqrt(np.maximum(np.asarray(weight_spectrum, dtype=np.float64), 1.0))
+    I = y[has] @ (np.linalg.pinv(A * w[:, None]) * w[None, :])[: len(setup.lines)].T
+    kM = np.array([k / atomic_weight(el) for k, el in zip(setup.kfactors, setup.elements)])
+    u = np.maximum(I, 0.0) * kM[None, :]
+    share = u / np.maximum(u.sum(axis=1, keepdims=True), 1e-12)
+    out = {}
+    for j, ln in enumerate(setup.lines):
+        s = share[:, j]
+        pick = (s >= np.quantile(s, quantile)) & (s >= 0.5 * s.max())
+        out[ln] = y[has][pick].sum(axis=0) if pick.sum() >= 1 else pooled_all
+    return out
 
 
 def fit_line_intensities(spectra, offset, scale, setup, *, resolution_mnka_ev: float = 130.0,
