@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dagster import define_asset_job
-from dagster_dask import dask_executor
+from dagster import Field, Permissive, Selector, StringSource, define_asset_job, executor
+from dagster import multiple_process_executor_requirements
 
 from assets.partitions import session_partitions
 
@@ -41,6 +41,30 @@ def dask_run_config(address: str | None = None, lake_home: str | os.PathLike | N
     if lake_home is not None:
         cfg["resources"] = {"lake": {"config": {"home": str(lake_home)}}}
     return cfg
+
+
+_CLUSTERS = {"local": "Local", "yarn": "YARN", "ssh": "SSH", "pbs": "PBS", "moab": "Moab", "sge": "SGE",
+             "lsf": "LSF", "slurm": "SLURM", "oar": "OAR", "kube": "Kubernetes"}
+
+
+@executor(
+    name="dask",
+    requirements=multiple_process_executor_requirements(),
+    config_schema={"cluster": Field(Selector({
+        "existing": Field({"address": StringSource}, description="Connect to an existing scheduler."),
+        **{k: Field(Permissive(), is_required=False, description=f"{label} cluster configuration.")
+           for k, label in _CLUSTERS.items()},
+    }))},
+)
+def dask_executor(init_context):
+    """dagster-dask's `dask_executor`, imported when a run uses it: importing `dagster_dask` costs
+    ~1 s (it imports dask.dataframe), which every process loading the code location (the CLI, the
+    webserver, each step) paid before. Same name and config schema (tests/test_scaleout.py checks
+    it against dagster-dask's own)."""
+    from dagster_dask.executor import DaskExecutor
+
+    ((cluster_type, cluster_configuration),) = init_context.executor_config["cluster"].items()
+    return DaskExecutor(cluster_type, cluster_configuration)
 
 
 def build_dask_job(selection):

@@ -14,9 +14,12 @@ puts the file in the page cache:
                     the compute-only ceiling; loading it is not timed)
   h5py-read         every chunk read (and decompressed) by h5py, nothing else: the I/O floor
   hyperspy-rebin    hs.load(lazy=True).rebin(scale=(p, p, 1)) computed with dask (threads)
-  mmlake-stream     mmlake.chips.sum_eds_chips on the lazy signal's data (what the chips asset calls)
+  mmlake-stream     mmlake.chips.sum_eds_chips on the lazy signal's data (what the chips asset calls),
+                    with the fastest inflate library it finds (libdeflate via imagecodecs or ctypes)
+  mmlake-stream-zlib  the same with MMLAKE_INFLATE=zlib (Python's zlib, as where no libdeflate is)
 
-Throughput = dense cube bytes / wall seconds (hs.load's one-off start-up is not timed). The tables
+Throughput = dense cube bytes / wall seconds (hs.load's one-off start-up is not timed); CPU s is the
+process CPU time of the timed part (above the wall time where a method uses both cores). The tables
 print each method's ratio to the baselines of the same run, since the machine is shared. Targets
 (issue 12): raw: mmlake >= 1.5x hyperspy-rebin and >= 0.5x numpy-in-memory; gzip: mmlake time
 <= 1.3x h5py-read.
@@ -40,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 METHODS = {"raw": ("numpy-in-memory", "h5py-read", "hyperspy-rebin", "mmlake-stream"),
-           "gzip": ("h5py-read", "hyperspy-rebin", "mmlake-stream")}
+           "gzip": ("h5py-read", "hyperspy-rebin", "mmlake-stream", "mmlake-stream-zlib")}
 
 
 def _row_counts(y: int, size: int, channels: int, seed: int) -> np.ndarray:
@@ -93,22 +96,30 @@ def _dataset(path: str):
     return group["data"]
 
 
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_method(method: str, path: str, chip: int) -> dict:
     """Executed in a child process: time one binning method and report its peak RSS."""
     import warnings
 
     warnings.filterwarnings("ignore")
+    if method == "mmlake-stream-zlib":
+        os.environ["MMLAKE_INFLATE"] = "zlib"
+    c0 = cpu_seconds()
     if method == "numpy-in-memory":
         dset = _dataset(path)
         cube = np.empty(dset.shape, dtype=dset.dtype)
         dset.read_direct(cube)
-        t0 = time.perf_counter()  # compute only: the load is not part of this baseline
+        t0, c0 = time.perf_counter(), cpu_seconds()  # compute only: the load is not part of this baseline
         h, w, c = cube.shape
         n_r, n_c = h // chip, w // chip
-        out = cube[: n_r * chip, : n_c * chip].reshape(n_r, chip, n_c, chip, c).sum(axis=(1, 3), dtype=np.uint32)
+        out = cube[: n_r * chip, : n_c * chip].reshape(n_r, chip, n_c, chip, c).sum(axis=(1, 3), dtype=np.float32)
     elif method == "h5py-read":
         dset = _dataset(path)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         total = 0
         for sl in dset.iter_chunks():  # read + decompress every chunk, one at a time
             total += int(dset[sl][:1, :1, :1].sum())  # touch the result, keep it cheap
@@ -117,25 +128,26 @@ def run_method(method: str, path: str, chip: int) -> dict:
         import hyperspy.api as hs
 
         s = hs.load(path, lazy=True)
-        t0 = time.perf_counter()  # the one-off ~2 s of hs.load (signal registry) is not binning
+        t0, c0 = time.perf_counter(), cpu_seconds()  # the one-off ~2 s of hs.load (signal registry) is not binning
         out = s.rebin(scale=(chip, chip, 1)).data.compute()
     else:
         import hyperspy.api as hs
 
-        from mmlake.chips import ChipGrid, sum_eds_chips
+        from mmlake.chips import ChipGrid, _Inflate, sum_eds_chips
 
         s = hs.load(path, lazy=True)
-        t0 = time.perf_counter()
+        info = _Inflate.describe()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         grid = ChipGrid.fit(s.data.shape[:2], chip)
         out, _ = sum_eds_chips(s.data, grid)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     checksum = None if method == "h5py-read" else float(np.asarray(out, dtype=np.float64).sum())
-    if method in ("hyperspy-rebin", "mmlake-stream", "numpy-in-memory"):
+    if method != "h5py-read":
         flat = np.asarray(out, dtype=np.float64).reshape(-1, np.asarray(out).shape[-1])
         checksum = [checksum, float((flat * np.arange(1, flat.shape[0] + 1)[:, None]).sum())]
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"method": method, "seconds": wall, "checksum": checksum, "peak_rss_mb": ru.ru_maxrss / 1024,
-            "cpu_s": ru.ru_utime + ru.ru_stime}
+            "cpu_s": cpu, "info": info if method.startswith("mmlake") else ""}
 
 
 def warm(path: Path) -> None:
@@ -182,15 +194,15 @@ def main() -> None:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 best = r if best is None or r["seconds"] < best["seconds"] else best
             rows.append(best)
-            print(f"  {method:16s} best of {args.repeat}: {best['seconds']:.2f} s", flush=True)
+            print(f"  {method:18s} best of {args.repeat}: {best['seconds']:.2f} s {best['info']}", flush=True)
         sums = [r["checksum"] for r in rows if r["checksum"] is not None]
         assert all(np.allclose(c, sums[0], rtol=1e-9) for c in sums), f"methods disagree on the chip sums: {sums}"
         base = {r["method"]: r["seconds"] for r in rows}
         refs = [m for m in ("numpy-in-memory", "h5py-read", "hyperspy-rebin") if m in base]
-        print(f"{'method':18s} {'seconds':>8s} {'GB/s':>7s} {'CPU s':>6s} {'peak RSS MB':>12s} "
+        print(f"{'method':19s} {'seconds':>8s} {'GB/s':>7s} {'CPU s':>6s} {'peak RSS MB':>12s} "
               + " ".join(f"{'vs ' + m.split('-')[0]:>10s}" for m in refs))
         for r in rows:
-            print(f"{r['method']:18s} {r['seconds']:8.2f} {nbytes / 1e9 / r['seconds']:7.2f} {r['cpu_s']:6.1f} "
+            print(f"{r['method']:19s} {r['seconds']:8.2f} {nbytes / 1e9 / r['seconds']:7.2f} {r['cpu_s']:6.1f} "
                   f"{r['peak_rss_mb']:12.0f} " + " ".join(f"{base[m] / r['seconds']:9.2f}x" for m in refs))
         summary[kind] = base
     print("\ntargets (ratios of the same run; machine shared, absolute seconds inflated by other load):")
@@ -201,7 +213,8 @@ def main() -> None:
     if "gzip" in summary:
         b = summary["gzip"]
         print(f"  gzip: mmlake time / h5py read+decompress time {b['mmlake-stream'] / b['h5py-read']:.2f} "
-              f"(target <= 1.3); vs hyperspy-rebin {b['hyperspy-rebin'] / b['mmlake-stream']:.2f}x")
+              f"(target <= 1.3); vs hyperspy-rebin {b['hyperspy-rebin'] / b['mmlake-stream']:.2f}x; "
+              f"with Python's zlib {b['mmlake-stream-zlib'] / b['h5py-read']:.2f}")
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

@@ -165,6 +165,30 @@ def sum_eds_chips(
     return sums, totals
 
 
+def eds_count_map(cube: Any, session_id: str = "?", workers: int | None = None) -> np.ndarray:
+    """Total counts per pixel (H, W) float64 of a (H, W, C) spectrum image, streaming like
+    `sum_eds_chips` (the fast HDF5 path where it applies). Raises SessionError for unreadable
+    chunks or NaN/infinite counts (float cubes); zero counts are the caller's to judge."""
+    h, w = int(cube.shape[0]), int(cube.shape[1])
+    grid = ChipGrid(1, h, w)
+    plan = _hdf5_plan(cube)
+    acc = _Accumulator(grid, cube.shape[2], plan.dtype if plan is not None else
+                       np.dtype(getattr(cube, "dtype", np.float64)), chip_sums=False)
+    if plan is not None:
+        _reduce_hdf5(plan, acc, session_id, None, max(1, int(workers) if workers else _cores()))
+    else:
+        step = max(1, min(h, (64 << 20) // max(1, w * cube.shape[2] * 8)))
+        for y0 in range(0, h, step):
+            band = cube[y0:y0 + step]
+            try:
+                band = np.asarray(band.compute() if hasattr(band, "compute") else band)
+            except Exception as exc:
+                raise SessionError(session_id, f"cannot read EDS rows {y0}-{y0 + step}: {type(exc).__name__}: "
+                                               f"{exc}. The spectrum image may be truncated or corrupt") from exc
+            acc.add(band.view(np.uint8) if band.dtype.kind == "b" else band, y0, 0, session_id=session_id)
+    return acc.totals.astype(np.float64)
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -190,8 +214,8 @@ class _Accumulator:
     Blocks may be added from several threads: each chip row has its own lock.
     """
 
-    def __init__(self, grid: ChipGrid, channels: int, dtype: np.dtype):
-        self.grid, self.channels = grid, int(channels)
+    def __init__(self, grid: ChipGrid, channels: int, dtype: np.dtype, chip_sums: bool = True):
+        self.grid, self.channels, self.chip_sums = grid, int(channels), chip_sums
         self.kind = "f" if dtype.kind not in "iub" else ("i" if dtype.kind == "i" else "u")
         p = grid.chip_px
         vmax = (1 << (8 * dtype.itemsize)) - 1 if self.kind == "u" else None
@@ -204,7 +228,7 @@ class _Accumulator:
             self.tot_dtype = _acc_dtype(self.channels * vmax) if self.channels * vmax < _U32 else np.dtype(np.uint64)
             self.sums_dtype = np.dtype(np.uint32) if self.sums_dtype.itemsize < 4 else self.sums_dtype
             self.tot_dtype = np.dtype(np.uint32) if self.tot_dtype.itemsize < 4 else self.tot_dtype
-        self.sums = np.zeros((grid.n_chips, self.channels), dtype=self.sums_dtype)
+        self.sums = np.zeros((grid.n_chips if chip_sums else 0, self.channels), dtype=self.sums_dtype)
         self.totals = np.zeros((grid.n_rows * p, grid.n_cols * p), dtype=self.tot_dtype)
         self.locks = [threading.Lock() for _ in range(grid.n_rows)]
         self._col_cache: dict = {}
@@ -241,6 +265,15 @@ class _Accumulator:
         signed = not floats and block.dtype.kind == "i" and block.size and int(block.min()) < 0
         if not floats and not signed and vmax is None:
             vmax = int(block.max()) if block.size else 0
+        if not self.chip_sums:  # per-pixel totals only
+            tot = block.sum(axis=2, dtype=np.float64 if floats else np.int64 if signed else _acc_dtype(cb * vmax))
+            if floats and not np.all(np.isfinite(tot)):
+                raise SessionError(session_id, f"the EDS spectrum image has NaN or infinite counts in rows {ya}-{yb}")
+            ty, tx = ya - g.origin_y, xa - g.origin_x
+            with self.locks[(ya - g.origin_y) // p]:
+                self.totals[ty:ty + tot.shape[0], tx:tx + tot.shape[1]] += (
+                    tot if weight == 1 else tot.astype(self.tot_dtype) * self.tot_dtype.type(weight))
+            return
         for r in range((ya - g.origin_y) // p, (yb - 1 - g.origin_y) // p + 1):
             ra, rb = max(ya, g.origin_y + r * p) - ya, min(yb, g.origin_y + (r + 1) * p) - ya
             blk = block[ra:rb]

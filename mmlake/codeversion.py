@@ -29,9 +29,20 @@ INFRASTRUCTURE = frozenset({
 })
 
 
+_ROOT = Path(__file__).resolve().parent.parent
+
+
 def _module_file(name: str) -> Path | None:
     mod = sys.modules.get(name)
     path = getattr(mod, "__file__", None) if mod is not None else None
+    if path is None and name.split(".")[0] in PROJECT_PACKAGES:
+        # from the file tree, never importlib.util.find_spec: that imports every parent package,
+        # and `from mmlake.crystal.models import x` made it import torch just to version an asset
+        base = _ROOT.joinpath(*name.split("."))
+        for cand in (base.with_suffix(".py"), base / "__init__.py"):
+            if cand.is_file():
+                return cand
+        return None
     if path is None:
         try:
             spec = importlib.util.find_spec(name)
