@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
+import re
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from dagster import DagsterEventType, DagsterInstance, materialize
+from dagster import DagsterEventType, DagsterInstance
 
 from assets.partitions import add_session_partitions, partition_label, partition_tags
 from mmlake.errors import MmlakeError
@@ -36,6 +39,20 @@ class IngestOutcome:
     session_id: str | None
     ok: bool
     message: str = ""
+    asset: str | None = None  # the failing step ("registration" when the folder was refused before any run)
+    trace: str = ""  # the full traceback of a failed step (shown with `mmlake --verbose`)
+
+    @property
+    def line(self) -> str:
+        """The one-line result: `FAILED <session>: <asset>: <message>`, `done <session>` or `unchanged ...`."""
+        who = self.session_id or self.folder
+        if self.ok:
+            return f"{'unchanged' if self.message == 'unchanged' else 'done'} {who}"
+        asset = self.asset or "registration"
+        msg = self.message
+        if msg.startswith(f"{asset}: "):
+            msg = msg[len(asset) + 2:]
+        return failure_line(who, asset, msg)
 
 
 def dagster_instance() -> DagsterInstance:
@@ -61,8 +78,9 @@ def session_folders(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def step_error(result) -> str:
-    """The first step failure's message of a run result."""
+def run_failure(result) -> tuple[str, str, str]:
+    """(asset, message, trace) of the first step failure of a run result; the message is one line,
+    without the exception's module path (`mmlake.errors.SessionError: `), the trace is Dagster's."""
     for ev in result.all_events:
         if ev.event_type == DagsterEventType.STEP_FAILURE:
             err = ev.event_specific_data.error
@@ -70,9 +88,150 @@ def step_error(result) -> str:
             while chain[-1].cause is not None:
                 chain.append(chain[-1].cause)
             # our own errors say what to do; otherwise the root cause is the most telling
-            err = next((e for e in chain if e.cls_name in MMLAKE_ERRORS), chain[-1])
-            return f"{ev.step_key}: {err.message.strip()}"
-    return "run failed"
+            mine = next((e for e in chain if e.cls_name in MMLAKE_ERRORS), None)
+            e = mine or chain[-1]
+            text = " ".join(e.message.split())
+            qualified = re.match(r"^[\w.]*\b" + re.escape(e.cls_name or "") + r": ", text)
+            if qualified:
+                text = text[qualified.end():]
+                if mine is None and e.cls_name:
+                    text = f"{e.cls_name}: {text}"  # KeyError: 'x' says more than 'x'
+            return ev.step_key, text or (e.cls_name or "error"), err.to_string()
+    for ev in result.all_events:
+        if ev.event_type == DagsterEventType.RUN_FAILURE:
+            data = ev.event_specific_data
+            err = getattr(data, "error", None)
+            if err is not None:
+                return "run", " ".join(err.message.split()), err.to_string()
+    return "run", "run failed (see the Dagster run logs: make ui -> Runs)", ""
+
+
+def step_error(result) -> str:
+    """The first step failure of a run result as '<asset>: <message>'."""
+    asset, message, _ = run_failure(result)
+    return f"{asset}: {message}"
+
+
+def failure_line(session: str, asset: str, message: str) -> str:
+    """`FAILED <session>: <asset>: <message>`, the one line a failed session gets (README)."""
+    own = f"session {session}: "
+    if message.startswith(own):
+        message = message[len(own):]
+    return f"FAILED {session}: {asset}: {message}"
+
+
+PROGRESS_RE = re.compile(r"^(?P<label>.*\S)\s+(?P<done>\d+)/(?P<total>\d+)$")
+
+
+class StepLines(logging.Handler):
+    """Dagster's run events as lines a person can follow: what each asset says (`context.log.info`),
+    `<asset>: done in N s` per step, no event chatter and no stack traces (the failure becomes one
+    `FAILED` line from the caller; the trace is in the run's logs and with `--verbose`). Messages
+    ending in `k/n` draw a progress bar on a terminal and stay plain lines when not a terminal."""
+
+    def __init__(self, stream=None, level: int = logging.INFO, tty: bool | None = None):
+        super().__init__(logging.DEBUG)
+        self.stream = stream if stream is not None else sys.stderr
+        self.min_level = level
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.started: dict[str, float] = {}
+        self.bar_open = False
+
+    def _write(self, text: str, newline: bool = True) -> None:
+        if self.bar_open:
+            self.stream.write("\n")
+            self.bar_open = False
+        self.stream.write(text + ("\n" if newline else ""))
+        self.stream.flush()
+
+    def _bar(self, label: str, done: int, total: int) -> None:
+        width = 24
+        filled = width if total <= 0 else min(width, int(width * done / total))
+        self.stream.write(f"\r\033[K  {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        self.stream.flush()
+        self.bar_open = done < total
+        if not self.bar_open:
+            self.stream.write("\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            meta = getattr(record, "dagster_meta", None) or {}
+            event = meta.get("dagster_event")
+            step = meta.get("step_key") or "run"
+            if event is None:
+                if record.levelno < self.min_level:
+                    return
+                msg = " ".join(str(meta.get("orig_message", record.getMessage())).split())
+                kind = "" if record.levelno < logging.WARNING else "warning: "
+                m = PROGRESS_RE.match(msg)
+                if self.tty and m and not kind:
+                    self._bar(f"{step}: {m['label']}", int(m["done"]), int(m["total"]))
+                    return
+                self._write(f"  {step}: {kind}{msg}")
+                return
+            et = event.event_type
+            if et == DagsterEventType.STEP_START:
+                self.started[step] = time.monotonic()
+            elif et == DagsterEventType.STEP_SUCCESS and self.min_level <= logging.INFO:
+                t = time.monotonic() - self.started.pop(step, time.monotonic())
+                self._write(f"  {step}: done in {t:.1f} s")
+        except Exception:  # never let progress output break a run
+            self.handleError(record)
+
+
+def console_logger(verbose: bool = False, stream=None):
+    """The `console` logger of the CLI's runs: Dagster's own (every event, traces) with `verbose`,
+    else `StepLines`. `log_level` (run config) is the threshold for the assets' own messages."""
+    from dagster import Field, logger
+    from dagster._utils.log import create_console_logger
+
+    @logger(config_schema={"log_level": Field(str, is_required=False, default_value="INFO")},
+            description="mmlake progress lines (Dagster's console logger with --verbose)")
+    def mmlake_console(init_context):
+        level = logging.getLevelName(str(init_context.logger_config["log_level"]).upper())
+        level = level if isinstance(level, int) else logging.INFO
+        if verbose:
+            return create_console_logger("dagster", min(level, logging.INFO))
+        lg = logging.Logger("mmlake.run", level=logging.DEBUG)
+        lg.addHandler(StepLines(stream, level))
+        return lg
+
+    return mmlake_console
+
+
+def run_assets(assets, *, selection=None, instance: DagsterInstance | None = None, resources=None,
+               partition_key=None, tags=None, log_level: str = "INFO", verbose: bool = False):
+    """`dagster.materialize` with the CLI's console logger (`console_logger`): one in-process run."""
+    from dagster import Definitions, define_asset_job
+
+    name = "__ASSET_JOB"
+    defs = Definitions(jobs=[define_asset_job(name=name, selection=selection)], assets=assets,
+                       resources=resources or {}, loggers={"console": console_logger(verbose)})
+    return defs.resolve_job_def(name).execute_in_process(
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        instance=instance, partition_key=partition_key, raise_on_error=False, tags=tags)
+
+
+def prune_partition_keys(lake: Lake, instance: DagsterInstance, sample_keys: Iterable[str],
+                         dose_keys: Iterable[str]) -> list[str]:
+    """Remove sample / dose keys from Dagster's dynamic partitions that no stored or registered
+    session uses any more (a rejected session's keys); returns the 'dim:key' strings removed."""
+    used_s, used_d = set(), set()
+    if lake.db_path.exists():
+        for pk, in lake.query("select partition_key from session_sources").rows():
+            dose, _, sample = str(pk).partition("|")
+            used_s.add(sample)
+            used_d.add(dose)
+        for sk, dk in lake.query("select sample_key, dose_key from sessions").rows():
+            used_s.add(sk)
+            used_d.add(dk)
+    removed = []
+    for dim, keys, used in (("sample", sample_keys, used_s), ("dose", dose_keys, used_d)):
+        for k in sorted(set(keys) - used):
+            if instance.has_dynamic_partition(dim, k):
+                instance.delete_dynamic_partition(dim, k)
+                removed.append(f"{dim}:{k}")
+    return removed
 
 
 def session_specs():
@@ -126,6 +285,8 @@ def ingest(
     log_level: str = "INFO",
     replace: bool = False,
     strict: bool = False,
+    encoder=None,
+    verbose: bool = False,
 ) -> list[IngestOutcome]:
     """Register session folders and materialize every session asset of their partitions.
 
@@ -134,6 +295,10 @@ def ingest(
     `replace=True` lets new content replace a stored session of the same identity (recorded; old rows
     stay in the history schema). `log_level` INFO shows the assets' own progress lines; DEBUG adds
     every Dagster event. `strict=True` refuses a session.yaml with unknown keys (else a warning).
+    `encoder`: an EncoderResource to run with (default: the config file's, resources/encoder.py);
+    `verbose`: Dagster's own console log (every event, stack traces) instead of one line per step.
+    A failed partition's sample / dose keys that no stored or registered session uses are removed
+    from the instance's dynamic partitions.
     """
     from assets.definitions import SESSION_ASSETS, all_resources
     from assets.schedules import stale_plan
@@ -144,13 +309,16 @@ def ingest(
         try:
             regs.append((folder, register_source(lake, folder, replace=replace, strict=strict)))
         except MmlakeError as exc:
-            outcomes.append(IngestOutcome(str(folder), None, False, str(exc)))
-            progress(f"REJECTED {folder}: {exc}")
+            out = IngestOutcome(str(folder), getattr(exc, "session", None), False, str(exc), "registration")
+            outcomes.append(out)
+            progress(out.line)
     keys = add_session_partitions(instance, [r.manifest for _, r in regs])
     by_partition: dict[str, list] = {}
     for (folder, reg), key in zip(regs, keys):
         by_partition.setdefault(str(key), []).append((folder, reg, key))
     resources = all_resources(lake.home)
+    if encoder is not None:
+        resources["encoder"] = encoder
     specs = None
     for pkey, group in by_partition.items():
         selection = SESSION_ASSETS
@@ -168,14 +336,19 @@ def ingest(
         sids = ", ".join(reg.session_id for _, reg, _ in group)
         progress(f"materializing {partition_label(pkey)} [{sids}] ({len(selection)} assets) ...")
         with partition_guard(lake, instance, pkey, progress):
-            result = materialize(SESSION_ASSETS, selection=selection, partition_key=group[0][2],
-                                 instance=instance, resources=resources, raise_on_error=False,
-                                 tags={**partition_tags(pkey), "mmlake/sessions": sids[:900]},
-                                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
-        msg = "ok" if result.success else step_error(result)
+            result = run_assets(SESSION_ASSETS, selection=selection, partition_key=group[0][2],
+                                instance=instance, resources=resources, log_level=log_level, verbose=verbose,
+                                tags={**partition_tags(pkey), "mmlake/sessions": sids[:900]})
+        asset, problem, trace = ("", "ok", "") if result.success else run_failure(result)
+        msg = "ok" if result.success else f"{asset}: {problem}"
         for folder, reg, _ in group:
-            outcomes.append(IngestOutcome(str(folder), reg.session_id, result.success, msg))
-            progress(f"{'done' if result.success else 'FAILED'} {reg.session_id}: {msg}")
+            out = IngestOutcome(str(folder), reg.session_id, result.success, msg,
+                                None if result.success else asset, trace)
+            outcomes.append(out)
+            progress(out.line)
+        if not result.success:
+            keys_of = group[0][2].keys_by_dimension
+            prune_partition_keys(lake, instance, [keys_of["sample"]], [keys_of["dose"]])
     return outcomes
 
 
@@ -186,7 +359,8 @@ def _all_present(lake: Lake, specs, partition_key: str) -> bool:
 
 
 def run_crystal(lake: Lake, instance: DagsterInstance | None = None, path: str | None = None,
-                name: str | None = None, reference_only: bool = False, epochs: int = 100) -> bool:
+                name: str | None = None, reference_only: bool = False, epochs: int = 100,
+                encoder=None, verbose: bool = False) -> bool:
     """Materialize the crystal group on a dataset (all of it, or just structures + reference spacings)."""
     from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource, crystal_reference_spacings, structures
     from assets.definitions import all_resources
@@ -194,23 +368,29 @@ def run_crystal(lake: Lake, instance: DagsterInstance | None = None, path: str |
     selection = [structures, crystal_reference_spacings] if reference_only else CRYSTAL_ASSETS
     resources = {**all_resources(lake.home),
                  "crystal_dataset": CrystalDatasetResource(path=path or "", name=name or "", epochs=epochs)}
-    result = materialize(CRYSTAL_ASSETS, selection=selection, instance=instance or dagster_instance(),
-                         resources=resources, raise_on_error=False,
-                         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    if encoder is not None:
+        resources["encoder"] = encoder
+    result = run_assets(CRYSTAL_ASSETS, selection=selection, instance=instance or dagster_instance(),
+                        resources=resources, log_level="INFO", verbose=verbose)
     if not result.success:
-        print(f"FAILED crystal group: {step_error(result)}")
+        asset, problem, trace = run_failure(result)
+        print(f"FAILED crystal group: {asset}: {problem}", file=sys.stderr)
+        if verbose and trace:
+            print(trace, file=sys.stderr)
     return result.success
 
 
-def run_reports(lake: Lake, instance: DagsterInstance | None = None) -> bool:
+def run_reports(lake: Lake, instance: DagsterInstance | None = None, verbose: bool = False) -> bool:
     """Materialize `campaign_reports` (one HTML report per campaign) through Dagster."""
     from assets.definitions import SESSION_ASSETS, all_resources
     from assets.descriptors import campaign_reports
 
-    result = materialize([*SESSION_ASSETS, campaign_reports], selection=[campaign_reports],
-                         instance=instance or dagster_instance(), resources=all_resources(lake.home),
-                         raise_on_error=False,
-                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    result = run_assets([*SESSION_ASSETS, campaign_reports], selection=[campaign_reports],
+                        instance=instance or dagster_instance(), resources=all_resources(lake.home),
+                        log_level="WARNING", verbose=verbose)
     if not result.success:
-        print(f"FAILED campaign_reports: {step_error(result)}")
+        asset, problem, trace = run_failure(result)
+        print(f"FAILED campaign_reports: {asset}: {problem}", file=sys.stderr)
+        if verbose and trace:
+            print(trace, file=sys.stderr)
     return result.success

@@ -221,8 +221,9 @@ class VGG16Encoder(ChipEncoder):
                 "torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` (it stores "
                 f"{path.name} under $TORCH_HOME/hub/checkpoints, default ~/.cache/torch) and copy "
                 f"that file to {path} (or set TORCH_HOME to the folder that holds hub/checkpoints/); "
-                "or (b) set `weights: /path/to/vgg16.pth` in the encoder config to a local VGG16 "
-                "state dict."
+                "or (b) use a local VGG16 state dict: `mmlake ingest --vgg16-weights /path/to/vgg16.pth`, "
+                "or `vgg16_weights: /path/to/vgg16.pth` under `encoder:` in the lake's config file "
+                "(<lake>/config.yaml or $MMLAKE_CONFIG; `make ui` reads it too)."
             )
         # torchvision's own loader: finds the cached file, checks its hash prefix, no download.
         return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
