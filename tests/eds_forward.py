@@ -119,7 +119,7 @@ class Detector:
     fwhm_mnka_ev: float = 130.0
     tail_fraction_at_1kev: float = 0.0  # incomplete charge collection, falls as 1/E
     tail_kev: float = 0.06  # exponential tail length below a line
-    pileup: float = 0.004  # share of recorded events that are two photons summed
+    pileup: float = 0.01  # share of recorded events that are two photons summed (high count rate)
     escape: bool = True
     n_channels: int = 2048
     scale_kev: float = 0.01

@@ -182,3 +182,55 @@ def test_default_kfactor_table_matches_generator_and_is_documented():
         assert table.preferred_lines[el][0] in table.kfactors
     text = (Path(__import__("mmlake").__file__).parent / "data" / "kfactors.yaml").read_text()
     assert "NOT A CALIBRATION" in text and yaml.safe_load(text)["default_table"] == table.name
+
+
+# ------------------------------------------------------------------ counting error, closed form, NULLs
+
+
+def test_counting_error_matches_poisson_scatter():
+    """The propagated Poisson standard error of every at.% equals the scatter of the at.% over
+    Poisson realisations of the same spectrum (within 15 %)."""
+    spec = synth.SessionSpec("se", 0.0, chip_px=10, image_px=32, pixel_size_nm=0.05, cap_element="Cr")
+    pdf, _ = synth.region_spectrum(spec, "film_ordered")
+    rng = np.random.default_rng(5)
+    y = rng.poisson(pdf * 20_000, size=(300, len(pdf))).astype(np.float32)  # 300 chips of ~20k counts
+    res = quantify_chips(y, 0.0, 0.01, spec.elements, kfactors=spec.kfactors, include_extraneous=False)
+    for el in ("La", "Fe", "O"):
+        i = res.elements.index(el)
+        sd = float(np.std(res.atomic_percent[:, i], ddof=1))
+        se = float(np.mean(res.counting_se[:, i]))
+        assert 0.85 < se / sd < 1.15, (el, se, sd)
+
+
+def test_closed_form_cliff_lorimer_equals_exspy(session):
+    """Bootstrap replicates use the closed form; it must be exspy's CL exactly."""
+    from mmlake.eds import cl_atomic_percent
+
+    grid, sums, _, _ = session
+    res = quantify(sums, grid)
+    closed = cl_atomic_percent(res.intensities.astype(np.float64), res.setup)
+    np.testing.assert_allclose(closed, res.atomic_percent, atol=2e-3)
+
+
+def test_only_empty_or_lineless_chips_are_null_and_odd_rows_are_kept(session, monkeypatch):
+    """NULL means 'no counts' or 'no line above exspy's threshold', with the reason; a row that does
+    not sum to 100 for any other reason is returned as it is (the lake's sum check must see it)."""
+    import mmlake.eds.quantify as q
+
+    _, sums, _, _ = session
+    s = sums[:48].copy()
+    s[3] = 0
+    s[5] = 0
+    s[5, 300] = 1  # one count: no line above 0.1 counts
+    one = lambda x: quantify_chips(x, SPEC.energy_offset_kev, SPEC.energy_scale_kev, SPEC.elements,  # noqa: E731
+                                   kfactors=SPEC.kfactors, include_extraneous=False)
+    res = one(s)
+    assert res.null_reason[3] == "no_counts" and res.null_reason[5] == "no_line"
+    assert res.params["n_null"] == {"no_counts": 1, "no_line": 1} and res.params["n_rows_not_100"] == 0
+    real = q.exspy_cliff_lorimer
+    monkeypatch.setattr(q, "exspy_cliff_lorimer", lambda *a: real(*a) * 0.9)  # a broken CL
+    bad = one(s)
+    ok = np.array([r is None for r in bad.null_reason])
+    assert not np.isnan(bad.atomic_percent[ok]).any()  # kept, not turned into NULL
+    np.testing.assert_allclose(np.nansum(bad.atomic_percent[ok], axis=1), 90.0, atol=0.01)
+    assert bad.params["n_rows_not_100"] == int(ok.sum())
