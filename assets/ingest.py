@@ -48,12 +48,16 @@ def _ingest_part(context, lk, reg: dict) -> SessionPart:
     frames, extras = session_frames(lk, session, folder, reg["content_sha"])
     png = plots.session_thumbnail(session.haadf, extras.get("count_map"), sid)
     context.log.info(f"{sid}: stored {len(frames['session_files'])} files from {folder}")
+    for w in session.warnings:
+        context.log.warning(f"{sid}: {w}")
     return SessionPart(
         frames, {"content_sha": reg["content_sha"],
                  "files": dict(zip(frames["session_files"]["role"], frames["session_files"]["sha256"]))},
         {"campaign": MetadataValue.text(session.manifest.campaign),
          "grid": MetadataValue.text(f"{session.shape[0]} x {session.shape[1]} px @ {session.pixel_size_nm * 1000:.1f} pm"),
          "eds_total_counts": MetadataValue.float(extras.get("total_counts", 0.0)),
+         "calibration_source": MetadataValue.text(session.calibration_source),
+         **({"warnings": MetadataValue.md("\n".join(f"- {w}" for w in session.warnings))} if session.warnings else {}),
          "preview": png_md(png, sid)})
 
 

@@ -158,8 +158,11 @@ def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str]:
     tmp = sid_dir / f".incoming-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
+        from mmlake.session import session_files
+
+        files = session_files(folder, manifest)  # companions of TIA .emi / JEOL .asw included
         shas = {}
-        for rel in [MANIFEST_NAME, *manifest.files().values()]:
+        for rel in [MANIFEST_NAME, *files.values()]:
             src, dst = folder / rel, tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             h = hashlib.sha256()
@@ -169,7 +172,7 @@ def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str]:
                     fo.write(chunk)
             shutil.copystat(src, dst)
             shas[rel] = h.hexdigest()
-        content = content_sha(manifest.raw, {role: shas[rel] for role, rel in manifest.files().items()})
+        content = content_sha(manifest.raw, {role: shas[rel] for role, rel in files.items()})
         final = sid_dir / content
         if final.exists():
             shutil.rmtree(tmp)

@@ -99,15 +99,9 @@ def _asw_files(path: Path) -> list[str]:
     return names
 
 
-def asw_views(path: Path) -> int:
-    """Number of views (JEOL ViewInfo entries holding data) in a .asw."""
-    from rsciio.jeol._api import _parsejeol
-
-    with open(path, "rb") as fd:
-        fd.seek(12)
-        tree = _parsejeol(fd)
-    return sum(1 for s in (tree.get("SampleInfo") or {}).values()
-               for v in (s.get("ViewInfo") or {}).values() if v.get("ViewData"))
+def asw_spectrum_images(path: Path) -> list[str]:
+    """The .pts spectrum images a JEOL .asw names (one per acquisition)."""
+    return [n for n in _asw_files(path) if n.lower().endswith(".pts")]
 
 
 def spatial_calibration(sig, axes) -> bool:
@@ -120,11 +114,9 @@ def spatial_calibration(sig, axes) -> bool:
             return False
     plugin = sig.metadata.get_item("General.FileIO.0.io_plugin", "") or ""
     if plugin.endswith(".mrc"):  # no unit cell in the header: the reader reports 1 nm per pixel
-        hdr = sig.original_metadata.get_item("std_header", None)
-        fei = sig.original_metadata.get_item("fei_header", None)
-        if fei is None and hdr is not None:
-            xlen = np.ravel(hdr.get("Xlen", [0]))[0] if hasattr(hdr, "get") else 0
-            if not float(xlen):
+        om = sig.original_metadata
+        if om.get_item("fei_header", None) is None and om.get_item("std_header", None) is not None:
+            if not float(np.ravel(om.get_item("std_header.Xlen", 0))[0]):
                 return False
     return True
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from mmlake.errors import SessionError
 from mmlake.lake import Lake, sha256_file
 from mmlake.manifest import MANIFEST_NAME, Manifest, content_sha, load_manifest, parse_manifest
-from mmlake.session import Session, open_manifest
+from mmlake.session import Session, eds_count_map, open_manifest, session_files
 
 
 @dataclass
@@ -38,13 +37,14 @@ class Registration:
 
 
 def folder_content(folder: Path, manifest: Manifest) -> tuple[str, dict[str, str]]:
-    """content_sha of a session folder and the sha256 of each named file, by role."""
-    shas = {role: sha256_file(folder / rel) for role, rel in manifest.files().items()}
+    """content_sha of a session folder and the sha256 of each of its files, by role (companions of
+    multi-file formats included: `mmlake.session.session_files`)."""
+    shas = {role: sha256_file(folder / rel) for role, rel in session_files(folder, manifest).items()}
     return content_sha(manifest.raw, shas), shas
 
 
 def register_source(lake: Lake, folder: str | os.PathLike, *, replace: bool = False,
-                    content: str | None = None) -> Registration:
+                    content: str | None = None, strict: bool = False) -> Registration:
     """Validate a session folder's manifest and register it for `raw_session`, by identity.
 
     The rules (README, 'Session identity'): a session is campaign + sample + dose + acquisition.
@@ -55,9 +55,10 @@ def register_source(lake: Lake, folder: str | os.PathLike, *, replace: bool = Fa
       sources, unless `replace=True` ('replaced': recorded in session_events; the rows it
       replaces move to the lake's history schema when raw_session runs).
     `content` may be passed when the caller already hashed the files (the landing sensor does).
+    `strict`: unknown session.yaml keys are errors, not warnings.
     """
     folder = Path(folder).resolve()
-    manifest = load_manifest(folder)
+    manifest = load_manifest(folder, strict=strict)
     sha = content or folder_content(folder, manifest)[0]
     now = dt.datetime.now(dt.timezone.utc)
     sid = manifest.session_id
@@ -156,20 +157,12 @@ def session_frames(lake: Lake, session: Session, folder: Path, content: str | No
     m, sid = session.manifest, session.session_id
     extras: dict[str, Any] = {}
     if session.eds is not None:
-        try:
-            count_map = np.asarray(session.eds.data.sum(axis=-1, dtype=np.float64).compute())
-        except Exception as exc:
-            raise SessionError(sid, f"cannot read the EDS spectrum image: {type(exc).__name__}: {exc}. "
-                                    "The file may be truncated or corrupt; export it again") from exc
-        if not np.all(np.isfinite(count_map)):
-            raise SessionError(sid, "the EDS spectrum image contains NaN or infinite counts")
-        if not count_map.sum() > 0:
-            raise SessionError(sid, "the EDS spectrum image has zero counts everywhere; check the "
-                                    "acquisition, or drop 'eds' from session.yaml to ingest the HAADF only")
+        count_map = eds_count_map(session)  # refuses non-count data, NaN, zero counts
         extras["count_map"] = count_map
         extras["total_counts"] = float(count_map.sum())
     files = [("manifest", MANIFEST_NAME, folder / MANIFEST_NAME)]
     files += [(role, rel, session.paths[role]) for role, rel in m.files().items()]
+    files += [(role, rel, path) for role, (rel, path) in sorted(session.companions.items())]
     file_rows = []
     for role, rel, path in files:
         sha = lake.put_file(path)
@@ -180,7 +173,7 @@ def session_frames(lake: Lake, session: Session, folder: Path, content: str | No
         "session_id": sid, "campaign": m.campaign, "sample": m.sample, "dose_dpa": m.dose_dpa,
         "dose_key": m.dose_key, "acquired_at": m.acquired_at, "instrument": m.instrument_name,
         "beam_kv": m.beam_kv, "haadf_shape": list(session.shape), "eds_shape": eds_shape,
-        "pixel_size_nm": session.pixel_size_nm,
+        "pixel_size_nm": session.pixel_size_nm, "calibration_source": session.calibration_source,
         "energy_offset_kev": session.energy.offset_kev if session.energy else None,
         "energy_scale_kev": session.energy.scale_kev if session.energy else None,
         "eds_resolution_mnka_ev": eds_resolution_ev(session.eds) if session.eds is not None else None,
@@ -211,6 +204,12 @@ def open_stored_session(lake: Lake, session_id: str) -> Session:
     if not rows:
         raise SessionError(session_id, "raw_session has not been materialized for this session")
     manifest = parse_manifest(json.loads(rows[0]["manifest"]), Path(session_id), check_files=False)
-    files = lake.query("select file_name, sha256 from session_files where session_id = ?", [session_id])
+    files = lake.query("select role, file_name, sha256 from session_files where session_id = ? order by role",
+                       [session_id])
     by_name = dict(zip(files["file_name"], files["sha256"]))
-    return open_manifest(manifest, lambda rel: lake.find_object(by_name[rel]))
+    companions: dict[str, list[str]] = {}
+    for role, name in zip(files["role"], files["file_name"]):
+        if "+" in role:  # '<role>+<i>': a file a multi-file format reads beside the named one
+            companions.setdefault(role.split("+")[0], []).append((int(role.split("+")[1]), name))
+    companions = {r: [n for _, n in sorted(v)] for r, v in companions.items()}
+    return open_manifest(manifest, lambda rel: lake.find_object(by_name[rel]), companions)

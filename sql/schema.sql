@@ -87,12 +87,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     sample_key         VARCHAR,            -- '<campaign key>.<sample>' (the sample partition key)
     acquisition        VARCHAR,            -- which map of this sample x dose
     partition_key      VARCHAR,            -- '<dose>|<sample key>'
-    content_sha        VARCHAR             -- see session_sources
+    content_sha        VARCHAR,            -- see session_sources
+    calibration_source VARCHAR             -- 'file', or 'manifest' when session.yaml gave pixel_size_nm / energy_*
 );
 
 CREATE TABLE IF NOT EXISTS session_files (
     session_id         VARCHAR NOT NULL,
-    role               VARCHAR NOT NULL,   -- manifest, haadf, eds, data, truth
+    role               VARCHAR NOT NULL,   -- manifest, haadf, eds, data, truth; '<role>+<i>' = a file a multi-file format (TIA .emi, JEOL .asw) reads
     file_name          VARCHAR NOT NULL,
     sha256             VARCHAR NOT NULL,   -- object in the lake's object folder
     bytes              BIGINT,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from assets.runner import ingest
-from tests.sessions import write_manifest
+from tests.sessions import sid as session_id, write_manifest
 
 CASES = [
     # file, manifest key, HAADF (rows, cols), EDS (rows, cols, channels)
@@ -36,7 +36,7 @@ def test_ingest_real_file(real_files, tmp_path, lake, instance, name, sample, ha
     write_manifest(folder, sample=sample, data=src.name, chip_px=4, campaign="vendor_files")
     out = ingest([folder], lake, instance, progress=lambda m: None)
     assert [o.ok for o in out] == [True], out
-    sid = f"{sample}@0"
+    sid = session_id(sample, campaign="vendor_files")
     row = lake.query("select * from sessions where session_id = ?", [sid]).to_dicts()[0]
     assert tuple(row["haadf_shape"]) == haadf_shape
     assert tuple(row["eds_shape"]) == eds_shape
@@ -47,6 +47,7 @@ def test_ingest_real_file(real_files, tmp_path, lake, instance, name, sample, ha
     e = eds.axes_manager.signal_axes[0]
     assert row["energy_offset_kev"] == pytest.approx(e.offset, abs=1e-9)
     assert row["energy_scale_kev"] == pytest.approx(e.scale, rel=1e-9)
+    assert row["calibration_source"] == "file"
     # per-chip sums equal the directly read cube summed over each chip's pixels
     grid = lake.query("select * from chip_grids where session_id = ?", [sid]).to_dicts()[0]
     n_r, n_c = grid["n_rows"], grid["n_cols"]
