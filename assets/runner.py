@@ -129,6 +129,8 @@ class StepLines(logging.Handler):
     `FAILED` line from the caller; the trace is in the run's logs and with `--verbose`). Messages
     ending in `k/n` draw a progress bar on a terminal and stay plain lines when not a terminal."""
 
+    seen_warnings: set[str] = set()
+
     def __init__(self, stream=None, level: int = logging.INFO, tty: bool | None = None):
         super().__init__(logging.DEBUG)
         self.stream = stream if stream is not None else sys.stderr
@@ -136,6 +138,7 @@ class StepLines(logging.Handler):
         self.tty = self.stream.isatty() if tty is None else tty
         self.started: dict[str, float] = {}
         self.bar_open = False
+        self.warned = StepLines.seen_warnings  # shared by the runs of one command
 
     def _write(self, text: str, newline: bool = True) -> None:
         if self.bar_open:
@@ -162,7 +165,16 @@ class StepLines(logging.Handler):
                 if record.levelno < self.min_level:
                     return
                 msg = " ".join(str(meta.get("orig_message", record.getMessage())).split())
+                if msg.startswith("Dependencies for step "):
+                    return  # a step skipped after an upstream failure: the FAILED line says which
                 kind = "" if record.levelno < logging.WARNING else "warning: "
+                if kind:  # the same warning for the next session: once in full, then short
+                    sid, sep, rest = msg.partition(": ")
+                    key = rest if sep and "@" in sid else msg
+                    if key in self.warned:
+                        self._write(f"  {step}: {kind}{sid if sep else ''}: {rest[:60]}... (as above)")
+                        return
+                    self.warned.add(key)
                 m = PROGRESS_RE.match(msg)
                 if self.tty and m and not kind:
                     self._bar(f"{step}: {m['label']}", int(m["done"]), int(m["total"]))

@@ -5,3 +5,10 @@ everything here can be called from a notebook.
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# Warnings nobody using mmlake can act on, silenced here (every process imports mmlake before HyperSpy):
+# exspy imports HyperSpy's signal classes from their old module paths, and HyperSpy 2.x answers every
+# such import with a VisibleDeprecationWarning ("Importing `LazySignal1D` from `hyperspy._signals...`").
+_warnings.filterwarnings("ignore", message=r"Importing `\w+` from `hyperspy\.")
