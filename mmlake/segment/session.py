@@ -17,7 +17,7 @@ from mmlake.segment.louvain import LouvainSegmenter
 from mmlake.segment.ward import WardSegmenter
 
 METHODS = ("louvain", "agglomerative", "fewshot")
-AUTO_WEIGHTED = {"louvain", "fewshot"}  # methods whose ensemble fuses by a modality weight
+AUTO_WEIGHTED = {"louvain", "agglomerative", "fewshot"}  # methods with a ground-truth-free weighted ensemble
 
 
 @dataclass
@@ -31,17 +31,18 @@ class Labelling:
 
 def build_segmenter(method: str, config: Mapping[str, Any], support: Mapping[str, list[int]] | None):
     """A configured segmenter for `method` (raises ValueError naming a bad option)."""
+    weights = config.get("modality_weights")
     if method == "louvain":
         return LouvainSegmenter(threshold=config.get("threshold", "mode"), weighted=config.get("weighted", True),
-                                random_state=config.get("seed", 0), resolution=config.get("resolution", 1.0))
+                                random_state=config.get("seed", 0), resolution=config.get("resolution", 1.0),
+                                modality_weights=weights, support=dict(support) if support else None)
     if method == "agglomerative":
         k = config.get("n_clusters") or (len(support) if support else 4)
-        return WardSegmenter(n_clusters=k)
+        return WardSegmenter(n_clusters=k, modality_weights=weights, support=dict(support) if support else None)
     if method == "fewshot":
         if not support:
             raise ValueError("few-shot needs support chips: add a 'support' mapping (class -> [[row, col], ...]) "
                              "to session.yaml")
-        weights = config.get("modality_weights")
         return FewShotSegmenter(support=dict(support), modality_weights=weights)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
@@ -53,8 +54,13 @@ def segment_session(
     support: Mapping[str, list[int]] | None = None,
     auto_weights: bool = True,
 ) -> list[Labelling]:
-    """Labels for every modality present, the ensemble (two modalities) and, for Louvain and few-shot,
-    an `ensemble_auto` whose fusion weight is chosen without ground truth (see the segmenters)."""
+    """Labels for every modality present, the ensemble (two modalities: the preprint's rule with the
+    configured weights) and `ensemble_auto`, whose fusion weight is chosen without ground truth (see the
+    segmenters: few-shot by leave-one-out on the support; Louvain and Ward by agreement with the support
+    chips' few-shot classification when there is support, else modularity / silhouette).
+
+    ``support`` ({class: [chip indices]}) is used by every method: few-shot's prototypes, Ward's k
+    (number of classes, unless ``n_clusters`` is configured) and the weight choice of Louvain and Ward."""
     config = dict(config or {})
     seg = build_segmenter(method, config, support)
     results = segment_modalities(seg, dict(features))
