@@ -32,7 +32,9 @@ import polars as pl
 from mmlake.crystal import CRYSTAL_SYSTEMS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mp20_excerpt"
+# the excerpt shipped with mmlake (93 MP-20 structures, MIT licence: mmlake/data/mp20_demo/README.md);
+# the larger sets are read by path (e.g. ../shared/data/mp20_excerpt, 1,112 structures)
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "mp20_demo"
 SPLITS = ("train", "val", "test")
 ENERGY_COLUMNS = ("formation_energy_per_atom", "heat_all")  # first present is the energy target
 CARRIED_TARGETS = ("formation_energy_per_atom", "heat_all", "band_gap", "e_above_hull")
@@ -205,8 +207,8 @@ def load_structures(
 ) -> StructureSet:
     """Read CDVAE-layout CSV(s), parse every CIF and return a `StructureSet`.
 
-    csv_path: a CSV, a folder with train/val/test CSVs, or a list of either; None = the shared
-    MP-20 excerpt (`../shared/data/mp20_excerpt`, relative to the repo root).
+    csv_path: a CSV, a folder with train/val/test CSVs, or a list of either; None = the MP-20
+    excerpt shipped in `mmlake/data/mp20_demo` (DEFAULT_DATA).
     limit: keep only the first `limit` rows of each file (tests, quick looks).
     Bad rows (unparseable CIF, failed symmetry analysis) are listed in `skipped` with the reason.
     """
