@@ -14,6 +14,7 @@ from mmlake import plots
 from mmlake.errors import SessionError
 from mmlake.features import (available_haadf_encoders, eds_composition, fill_missing, haadf_features,
                              load_grid, session_row)
+from mmlake.encoders import auto_haadf_encoder
 from mmlake.segment import modality_agreement, truth_scores
 from mmlake.segment.session import METHODS, segment_session
 from resources.lake import LakeResource
@@ -36,7 +37,8 @@ DESCRIPTIONS = {
 class SegmentationConfig(Config):
     """Options of the segmentation assets (each method reads the ones it uses)."""
 
-    haadf_features: str = Field(default="auto", description="auto (vgg16 when ImageNet weights ran, else fft) | vgg16 | fft")
+    haadf_features: str = Field(default="auto", description="auto (vgg16 when its ImageNet weights ran, else the "
+                                "first that ran of mmlake.encoders.AUTO_ORDER: ssl, effnet, fft) | vgg16 | ssl | effnet | fft")
     eds_features: str = Field(default="cl", description="cl (Cliff-Lorimer atomic %) | spectra (summed chip spectra)")
     threshold: str = Field(default="mode", description="Louvain: mode | median | mean | a number")
     weighted: bool = Field(default=True, description="Louvain: keep similarities as edge weights")
@@ -62,7 +64,7 @@ def load_modalities(lk, sid: str, config: SegmentationConfig) -> tuple[dict[str,
     encoders = available_haadf_encoders(lk, sid)
     want = config.haadf_features
     if want == "auto":
-        want = "vgg16" if "vgg16" in encoders else "fft"
+        want = auto_haadf_encoder(encoders)
     if want in encoders:
         feats["haadf"] = haadf_features(lk, sid, want)
         chosen["haadf"] = want
@@ -100,7 +102,8 @@ def segment_one(context, lk, sid: str, method: str, config: SegmentationConfig) 
     for modality, why in chosen.items():
         if isinstance(why, dict) and "dropped" in why:
             context.log.warning(f"{sid}: {method}: modality {modality} left out: {why['dropped']}")
-    support = support_indices(sess["manifest"], grid.n_cols) if method == "fewshot" else None
+    # every method gets the support chips: few-shot's prototypes, Ward's k, Louvain/Ward weight choice
+    support = support_indices(sess["manifest"], grid.n_cols) or None
     if method == "fewshot" and not support:
         context.log.warning(f"{sid}: few-shot skipped: session.yaml has no 'support' chips")
         return SessionPart({"segment_labels": pl.DataFrame(), "segment_runs": pl.DataFrame()},

@@ -466,3 +466,83 @@ def test_fewshot_support_errors(support, match):
     x = np.random.default_rng(0).normal(size=(10, 5))
     with pytest.raises(ValueError, match=match):
         FewShotSegmenter(support).fit(x)
+
+
+# ------------------------------------------------------------------------- weighted ensembles (issue 11)
+from mmlake.segment.session import build_segmenter, segment_session  # noqa: E402
+
+
+def _noise_haadf(truth, seed=0):
+    """A HAADF modality that carries no class information (a weak encoder), next to a good EDS."""
+    feats, _ = make_multimodal_blobs(N, random_state=0, comp_confused=None)
+    feats["haadf"] = np.abs(np.random.default_rng(seed).normal(size=(N, 64))).astype(np.float32) + 0.1
+    return feats
+
+
+def test_ward_auto_weight_from_support_ignores_an_uninformative_modality(data):
+    _, truth = data
+    feats = _noise_haadf(truth)
+    sup = support_of(truth)
+    vote = segment_modalities(WardSegmenter(n_clusters=4), feats)
+    auto = WardSegmenter(n_clusters=4, modality_weights="auto", support=sup).fit(feats)
+    sel = auto.params_["weight_selection"]
+    assert sel["criterion"].startswith("AMI between the labels and the few-shot")
+    assert len(sel["scores"]) == 11 and sel["chosen"] <= 0.2  # little or no weight on the noise HAADF
+    assert auto.params_["modality_weights_used"]["haadf"] == pytest.approx(sel["chosen"])
+    assert auto.params_["support"]["cap"] == sup["cap"]  # what was used is recorded
+    best_single = max(ami(vote["haadf"]["labels"], truth), ami(vote["eds"]["labels"], truth))
+    assert ami(vote["ensemble"]["labels"], truth) < best_single - 0.1  # the vector vote is hurt by the noise
+    assert ami(auto.labels_, truth) >= best_single - 0.02
+    json.dumps(auto.params_)
+
+
+def test_ward_auto_weight_without_support_uses_silhouette(data):
+    features, truth = data
+    auto = WardSegmenter(n_clusters=4, modality_weights="auto").fit(features)
+    sel = auto.params_["weight_selection"]
+    assert "silhouette" in sel["criterion"] and sel["scores"][sel["grid"].index(sel["chosen"])] == max(sel["scores"])
+
+
+def test_ward_auto_keeps_both_complementary_modalities(data):
+    """Complementary modalities (each confuses a different pair): the chosen weighting uses both."""
+    features, truth = data
+    auto = WardSegmenter(n_clusters=4, modality_weights="auto", support=support_of(truth)).fit(features)
+    assert 0.0 < auto.params_["weight_selection"]["chosen"] < 1.0
+    assert ami(auto.labels_, truth) >= 0.9
+
+
+def test_louvain_auto_weight_from_support(data):
+    _, truth = data
+    feats = _noise_haadf(truth)
+    auto = LouvainSegmenter(modality_weights="auto", support=support_of(truth)).fit(feats)
+    sel = auto.params_["weight_selection"]
+    assert sel["criterion"].startswith("AMI between the labels and the few-shot")
+    eds_alone = ami(LouvainSegmenter().fit_predict({"eds": feats["eds"]}), truth)
+    assert ami(auto.labels_, truth) >= eds_alone - 0.02
+    assert sel["chosen"] <= 0.3
+
+
+def test_build_segmenter_passes_weights_support_and_ward_k(data):
+    features, truth = data
+    sup = support_of(truth)
+    lv = build_segmenter("louvain", {"modality_weights": "auto"}, sup)
+    assert lv.modality_weights == "auto" and lv.support == sup
+    wd = build_segmenter("agglomerative", {}, {k: v for k, v in list(sup.items())[:3]})
+    assert wd.n_clusters == 3  # k from the support classes
+    assert build_segmenter("agglomerative", {}, None).n_clusters == 4
+    assert build_segmenter("agglomerative", {"n_clusters": 6}, sup).n_clusters == 6
+
+
+@pytest.mark.parametrize("method", ["louvain", "agglomerative", "fewshot"])
+def test_segment_session_ensemble_auto_records_the_choice(method):
+    feats, truth = make_multimodal_blobs(N, image_noise=2.0, random_state=0)
+    out = {r.modality: r for r in segment_session(method, feats, {"modality_weights": {"haadf": 0.5, "eds": 0.5}},
+                                                   support_of(truth))}
+    assert set(out) == {"haadf", "eds", "ensemble", "ensemble_auto"}
+    sel = out["ensemble_auto"].params["weight_selection"]
+    assert sel["chosen"] in sel["grid"]
+    assert out["ensemble_auto"].params["modality_weights_used"]["haadf"] == pytest.approx(sel["chosen"])
+    if method == "louvain":  # the fix: ensemble_auto is not the equal-weight ensemble under another name
+        assert out["ensemble"].params["modality_weights_used"] == {"haadf": 0.5, "eds": 0.5}
+    best = max(ami(out["haadf"].labels, truth), ami(out["eds"].labels, truth))
+    assert ami(out["ensemble_auto"].labels, truth) >= best - 0.02
