@@ -261,9 +261,10 @@ def cmd_ingest(args) -> int:
     from assets.runner import ingest
 
     check_session_paths(args.paths)
+    encoder = encoder_from_args(args, Lake(args.lake))  # a bad option fails before anything is created
     lake = writable_lake(args)
     outcomes = ingest(session_paths(args.paths), lake, replace=args.replace, progress=progress_lines,
-                      encoder=encoder_from_args(args, lake), verbose=args.verbose)
+                      encoder=encoder, verbose=args.verbose)
     return report_outcomes(outcomes, args.verbose)
 
 
@@ -325,8 +326,8 @@ def cmd_demo(args) -> int:
     from assets.runner import ingest, run_crystal, run_reports
     from mmlake.synth import build_demo_campaign
 
+    encoder = encoder_from_args(args, Lake(args.lake))
     lake = writable_lake(args)
-    encoder = encoder_from_args(args, lake)
     out = Path(args.out or lake.home / "demo_sessions")
     print(f"building the demo campaign (preprint Table II) in {out} ...", flush=True)
     folders = build_demo_campaign(out)
@@ -382,9 +383,10 @@ def cmd_crystal(args) -> int:
         if path is None:
             raise CliError(f"{args.path}: no such file or folder (give a CDVAE-layout CSV, or a folder of "
                            "train.csv / val.csv / test.csv)")
+    encoder = encoder_from_args(args, Lake(args.lake))
     lake = writable_lake(args)
     ok = run_crystal(lake, path=str(path.resolve()) if path else None, name=args.name,
-                     epochs=args.epochs, encoder=encoder_from_args(args, lake), verbose=args.verbose)
+                     epochs=args.epochs, encoder=encoder, verbose=args.verbose)
     if ok:
         print_frame(lake.query(CRYSTAL_SQL))
     return 0 if ok else 1

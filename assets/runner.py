@@ -165,6 +165,8 @@ class StepLines(logging.Handler):
                 if record.levelno < self.min_level:
                     return
                 msg = " ".join(str(meta.get("orig_message", record.getMessage())).split())
+                if msg.startswith(f"{step}: "):
+                    msg = msg[len(step) + 2:]  # 'structures: structures: 93/93' -> 'structures: 93/93'
                 if msg.startswith("Dependencies for step "):
                     return  # a step skipped after an upstream failure: the FAILED line says which
                 kind = "" if record.levelno < logging.WARNING else "warning: "
