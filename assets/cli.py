@@ -165,8 +165,14 @@ def cmd_sql(args) -> int:
     if is_empty_sql(args.query):
         raise CliError("the query is empty (only whitespace or comments); for example: "
                        "mmlake sql \"select * from session_catalog\"")
+    from mmlake.sqlguard import guarded, harden
+
     try:
-        frame = lake.query(args.query)
+        with lake.connect(read_only=True) as con:
+            if not args.allow_files:  # the lake's SQL stays in the lake (mmlake.sqlguard)
+                harden(con)
+            with guarded():
+                frame = con.execute(args.query).pl()
     except AttributeError as exc:  # duckdb: a statement without a result set (SET, PRAGMA ...)
         if "NoneType" not in str(exc):
             raise
@@ -264,7 +270,7 @@ def cmd_ingest(args) -> int:
     encoder = encoder_from_args(args, Lake(args.lake))  # a bad option fails before anything is created
     lake = writable_lake(args)
     outcomes = ingest(session_paths(args.paths), lake, replace=args.replace, progress=progress_lines,
-                      encoder=encoder, verbose=args.verbose)
+                      encoder=encoder, verbose=args.verbose, strict=args.strict)
     return report_outcomes(outcomes, args.verbose)
 
 
@@ -401,6 +407,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_similar(args) -> int:
+    """The N chips of the whole lake most like one chip (cosine over HAADF embeddings), with thumbnails."""
+    import re as _re
+
+    from mmlake.similar import similar_chips, write_thumbnails
+
+    lake = Lake(args.lake)
+    res = similar_chips(lake, args.session, args.row, args.col, n=args.n, encoder=args.encoder)
+    print_frame(res, args.format, None, None)
+    stem = _re.sub(r"[^A-Za-z0-9@._-]+", "_", f"{args.session}_r{args.row}_c{args.col}")
+    out = Path(args.out) if args.out else lake.home / "similar" / stem
+    files = write_thumbnails(lake, res, args.session, args.row, args.col, out.with_suffix(""))
+    say(f"thumbnails: {files['html']} and {files['png']} ({res['encoder'][0] if len(res) else ''} embeddings)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmlake", description="multi-modal materials data lake")
     add_global_options(parser)
@@ -414,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replace", action="store_true",
                    help="let new content replace a stored session of the same identity (campaign, sample, "
                         "dose, acquisition); the replaced rows stay queryable in the history schema")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a session.yaml with keys mmlake does not know (default: a warning naming the "
+                        "closest known key)")
     add_encoder_options(p)
     p.set_defaults(func=cmd_ingest)
     p = sub.add_parser("migrate", help="upgrade a lake written by an older mmlake in place (no row is lost)")
@@ -427,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None,
                    help=f"rows to output (default {TABLE_LIMIT} for a table, all for csv/json/parquet; 0 = all)")
     p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--allow-files", action="store_true",
+                   help="let the query read and write files (COPY ... TO, read_csv, read_text, ATTACH ...); "
+                        "by default the query sees only the lake's tables and views")
     p.set_defaults(func=cmd_sql)
     p = sub.add_parser("report", help="write the interactive HTML report of a campaign")
     p.add_argument("campaign")
@@ -439,12 +467,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=100)
     add_encoder_options(p)
     p.set_defaults(func=cmd_crystal)
-    p = sub.add_parser("export", help="export a session's label maps as HyperSpy signals")
+    p = sub.add_parser("export", help="export a session: label maps as HyperSpy signals, or one NeXus NXem file")
     p.add_argument("session", help="session id, e.g. lfo-irradiation.pristine@0.1~20240501T143000 "
                                    "(select session_id from sessions)")
-    p.add_argument("--format", choices=["hspy"], default="hspy")
+    p.add_argument("--format", choices=["hspy", "zspy", "nxs"], default="hspy",
+                   help="hspy / zspy: one calibrated label map per segmentation; nxs: one NeXus NXem file with "
+                        "the HAADF image, the EDS spectrum image, element maps (IUPAC lines), every label map, "
+                        "the region descriptors and their provenance (NOMAD Oasis reads it)")
     p.add_argument("--out", default=".", help="output folder")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("similar", help="the N chips of the whole lake most like one chip (HAADF embedding cosine)")
+    p.add_argument("session", help="session id (select session_id from chip_grids)")
+    p.add_argument("row", type=int, help="chip row (y, from 0)")
+    p.add_argument("col", type=int, help="chip column (x, from 0)")
+    p.add_argument("-n", type=int, default=10, help="how many chips (default 10)")
+    p.add_argument("--encoder", help="embedding to compare (default: vgg16 where the session has it, else fft)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--out", help="thumbnail files' path without suffix (.html and .png are written; "
+                                 "default LAKE/similar/SESSION_rROW_cCOL)")
+    p.set_defaults(func=cmd_similar)
     for p in sub.choices.values():  # --lake, --verbose, --config anywhere on the line, for every command
         add_global_options(p, argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -98,3 +98,23 @@ def test_allowed_directories_keep_a_view_over_files_working(tmp_path, outside):
     con.close()
     with pytest.raises(ValueError, match="allowed_directories"):
         harden(duckdb.connect(":memory:"), allowed_directories=[tmp_path / "missing"])
+
+
+def test_mmlake_sql_refuses_files_unless_allowed(lake, outside, capsys):
+    from assets.cli import main
+
+    with lake.connect():
+        pass
+    target = outside / "leak.csv"
+    assert main(["--lake", str(lake.home), "sql", f"copy (select 1 as x) to '{target}'"]) == 2
+    err = capsys.readouterr().err
+    assert "file system operations are disabled" in err and "mmlake sql --allow-files" in err
+    assert not target.exists()
+    assert main(["--lake", str(lake.home), "sql", f"select * from read_text('{outside}/secret.txt')"]) == 2
+    assert "--allow-files" in capsys.readouterr().err
+    assert main(["--lake", str(lake.home), "sql", "select count(*) as n from sessions", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["n", "0"]
+    # --allow-files: the user asked for file access
+    assert main(["--lake", str(lake.home), "sql", f"select b from read_csv('{outside}/data.csv')",
+                 "--format", "csv", "--allow-files"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["b", "2"]
