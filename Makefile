@@ -24,8 +24,11 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/mmlake demo
 
+# DATA: a CDVAE-layout CSV or folder (default: the 93-structure excerpt in mmlake/data/mp20_demo),
+# e.g. make demo-crystal DATA=../shared/data/mp20_excerpt
+DATA ?=
 demo-crystal: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/mmlake crystal
+	$(BIN)/mmlake crystal $(DATA)
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:
@@ -34,9 +37,14 @@ chromium:
 test: install chromium
 	$(BIN)/pytest
 
+# Run from $(DAGSTER_HOME) (-d: the code stays here), so dagster dev does not warn that ./dagster.yaml
+# "will not be used" (it is the template copied there); its "superseded, use dg dev" notice is for
+# projects scaffolded with dg, which this one is not. Encoder options: the lake's config.yaml (README).
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
-	exec env --default-signal=INT,TERM $(BIN)/dagster dev -m assets.definitions -h $(HOST) -p $(PORT)
+	cd $(DAGSTER_HOME) && exec env --default-signal=INT,TERM \
+		PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+		$(CURDIR)/$(BIN)/dagster dev -m assets.definitions -d $(CURDIR) -h $(HOST) -p $(PORT)
 
 bench: install
 	$(BIN)/python bench/chips.py
