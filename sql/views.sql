@@ -7,13 +7,25 @@
 -- One row per session x method x modality x region x element, with campaign, sample and dose from
 -- `sessions` and the region's physical descriptors. Regions of sessions without EDS appear once with
 -- element/atomic_percent NULL (their d-spacing is still a descriptor).
+-- Default figures are the CORE ones (chips not touching another label, so a neighbouring phase does not
+-- bleed in); `basis` says 'whole' where a region has no core chip and the whole-region figure is shown.
+-- ci_low/ci_high: 95 % bootstrap interval over the region's chips; counting_se: Poisson counting error.
+-- The whole-region figures are in the *_whole columns; core_minus_whole = the difference.
 CREATE OR REPLACE VIEW descriptors AS
 SELECT
     s.campaign, s.sample, s.dose_dpa, s.dose_key,
     r.session_id, r.method, r.modality, r.region, r.role, r.role_source,
-    r.n_chips, r.area_nm2, r.crystallinity,
-    r.d_spacing_nm, r.d_spacing_unc_nm, r.d_spacing_note, r.square_px,
-    c.element, c.atomic_percent,
+    r.n_chips, r.n_core_chips, r.boundary_share, r.area_nm2, r.crystallinity,
+    r.d_spacing_nm, r.d_spacing_unc_nm, r.d_spacing_se_nm, r.d_spacing_ci_low, r.d_spacing_ci_high,
+    r.d_spacing_note, r.superlattice_nm, r.square_px,
+    c.element,
+    CASE WHEN c.atomic_percent_core IS NOT NULL THEN 'core' ELSE 'whole' END AS basis,
+    coalesce(c.atomic_percent_core, c.atomic_percent) AS atomic_percent,
+    CASE WHEN c.atomic_percent_core IS NOT NULL THEN c.ci_low_core ELSE c.ci_low END AS ci_low,
+    CASE WHEN c.atomic_percent_core IS NOT NULL THEN c.ci_high_core ELSE c.ci_high END AS ci_high,
+    CASE WHEN c.atomic_percent_core IS NOT NULL THEN c.counting_se_core ELSE c.counting_se END AS counting_se,
+    c.atomic_percent AS atomic_percent_whole, c.ci_low AS ci_low_whole, c.ci_high AS ci_high_whole,
+    c.atomic_percent_core - c.atomic_percent AS core_minus_whole,
     r.materialization_id
 FROM regions AS r
 JOIN sessions AS s USING (session_id)
@@ -25,20 +37,90 @@ LEFT JOIN region_composition AS c
 -- Ordered vs disordered film, per session x method x modality x element: chip-weighted at.% of each
 -- role and percent_diff = 100 * (disordered - ordered) / ordered (an intra-sample, normalised figure,
 -- so it compares across samples, doses and campaigns, as the preprint argues in II.B).
+-- Default figures are from the regions' CORE chips (`basis` = 'whole' where a role has no core chip);
+-- the whole-region figures are in *_whole. ci_low/ci_high: bootstrap interval over chips at ci_level
+-- (0.95); significant = the interval excludes 0. pair_*: the same pooled over the acquisitions of the
+-- sample x dose (bootstrap over acquisitions, then chips).
 -- change_vs_lowest_dose: percent_diff minus that of the same campaign/sample/method/modality/element
 -- at the lowest dose that has one (0 at that dose itself): how irradiation moves the shift.
 CREATE OR REPLACE VIEW composition_shift AS
+WITH d AS (
+    SELECT o.*, o.percent_diff_core IS NOT NULL AS has_core FROM ordered_disordered_shift AS o
+)
 SELECT
-    s.campaign, s.sample, s.dose_dpa, s.dose_key, o.session_id, o.method, o.modality, o.element,
-    o.ordered_at_pct, o.disordered_at_pct, o.percent_diff,
-    o.ordered_renorm_pct, o.disordered_renorm_pct, o.percent_diff_renorm,
-    o.percent_diff - first_value(o.percent_diff) OVER (
-        PARTITION BY s.campaign, s.sample, o.method, o.modality, o.element
-        ORDER BY s.dose_dpa ASC, o.session_id) AS change_vs_lowest_dose,
-    o.ordered_n_chips, o.disordered_n_chips, o.ordered_n_regions, o.disordered_n_regions,
-    o.materialization_id
-FROM ordered_disordered_shift AS o
+    s.campaign, s.sample, s.dose_dpa, s.dose_key, d.session_id, d.method, d.modality, d.element,
+    CASE WHEN d.has_core THEN 'core' ELSE 'whole' END AS basis,
+    CASE WHEN d.has_core THEN d.ordered_at_pct_core ELSE d.ordered_at_pct END AS ordered_at_pct,
+    CASE WHEN d.has_core THEN d.disordered_at_pct_core ELSE d.disordered_at_pct END AS disordered_at_pct,
+    CASE WHEN d.has_core THEN d.percent_diff_core ELSE d.percent_diff END AS percent_diff,
+    CASE WHEN d.has_core THEN d.ci_low_core ELSE d.ci_low END AS ci_low,
+    CASE WHEN d.has_core THEN d.ci_high_core ELSE d.ci_high END AS ci_high,
+    CASE WHEN d.has_core THEN d.significant_core ELSE d.significant END AS significant,
+    d.ci_level,
+    CASE WHEN d.has_core THEN d.ordered_renorm_pct_core ELSE d.ordered_renorm_pct END AS ordered_renorm_pct,
+    CASE WHEN d.has_core THEN d.disordered_renorm_pct_core ELSE d.disordered_renorm_pct END AS disordered_renorm_pct,
+    CASE WHEN d.has_core THEN d.percent_diff_renorm_core ELSE d.percent_diff_renorm END AS percent_diff_renorm,
+    CASE WHEN d.has_core THEN d.renorm_ci_low_core ELSE d.renorm_ci_low END AS renorm_ci_low,
+    CASE WHEN d.has_core THEN d.renorm_ci_high_core ELSE d.renorm_ci_high END AS renorm_ci_high,
+    (CASE WHEN d.has_core THEN d.percent_diff_core ELSE d.percent_diff END) - first_value(
+        CASE WHEN d.has_core THEN d.percent_diff_core ELSE d.percent_diff END) OVER (
+        PARTITION BY s.campaign, s.sample, d.method, d.modality, d.element
+        ORDER BY s.dose_dpa ASC, d.session_id) AS change_vs_lowest_dose,
+    d.ordered_at_pct AS ordered_at_pct_whole, d.disordered_at_pct AS disordered_at_pct_whole,
+    d.percent_diff AS percent_diff_whole, d.ci_low AS ci_low_whole, d.ci_high AS ci_high_whole,
+    d.significant AS significant_whole, d.percent_diff_renorm AS percent_diff_renorm_whole,
+    d.percent_diff_core - d.percent_diff AS core_minus_whole,
+    d.ordered_n_chips, d.disordered_n_chips, d.ordered_n_core_chips, d.disordered_n_core_chips,
+    d.ordered_n_regions, d.disordered_n_regions,
+    d.pair_percent_diff, d.pair_ci_low, d.pair_ci_high, d.pair_significant, d.pair_n_acquisitions, d.pair_basis,
+    d.materialization_id
+FROM d
 JOIN sessions AS s USING (session_id);
+
+-- ------------------------------------------------------------ descriptors pooled per sample x dose
+-- The ordered-vs-disordered shift pooled over the acquisitions (sessions) of one sample x dose: mean of
+-- the acquisitions' percent_diff and a 95 % interval from a bootstrap over acquisitions and, within
+-- each, over chips (core figures where every acquisition has them: pair_basis).
+--     select * from composition_shift_pair where element = 'O' and modality = 'ensemble' order by sample, dose_dpa
+CREATE OR REPLACE VIEW composition_shift_pair AS
+SELECT
+    s.campaign, s.sample, s.dose_dpa, s.dose_key, o.method, o.modality, o.element,
+    any_value(o.pair_basis) AS basis, any_value(o.pair_percent_diff) AS percent_diff,
+    any_value(o.pair_ci_low) AS ci_low, any_value(o.pair_ci_high) AS ci_high,
+    any_value(o.pair_significant) AS significant, any_value(o.ci_level) AS ci_level,
+    any_value(o.pair_n_acquisitions) AS n_acquisitions, list(DISTINCT o.session_id ORDER BY o.session_id) AS session_ids
+FROM ordered_disordered_shift AS o
+JOIN sessions AS s USING (session_id)
+WHERE o.pair_percent_diff IS NOT NULL
+GROUP BY ALL;
+
+-- Each role's composition and d-spacing pooled over the acquisitions of one sample x dose (the role's
+-- chip-weighted composition per acquisition, core figures where every acquisition has them; its
+-- chip-weighted d-spacing), with 95 % intervals (bootstrap over acquisitions, then chips / tiles).
+CREATE OR REPLACE VIEW role_descriptors_pair AS
+WITH comp AS (
+    SELECT s.campaign, s.sample, s.dose_dpa, s.dose_key, r.method, r.modality, r.role, c.element,
+           any_value(c.pair_basis) AS basis, any_value(c.pair_atomic_percent) AS atomic_percent,
+           any_value(c.pair_ci_low) AS ci_low, any_value(c.pair_ci_high) AS ci_high,
+           any_value(c.pair_n_acquisitions) AS n_acquisitions
+    FROM region_composition AS c
+    JOIN regions AS r ON r.session_id = c.session_id AND r.method = c.method AND r.modality = c.modality
+        AND r.region = c.region AND r.materialization_id = c.materialization_id
+    JOIN sessions AS s ON s.session_id = c.session_id
+    WHERE c.pair_atomic_percent IS NOT NULL
+    GROUP BY ALL
+), spacing AS (
+    SELECT s.campaign, s.sample, s.dose_dpa, r.method, r.modality, r.role,
+           any_value(r.pair_d_spacing_nm) AS d_spacing_nm, any_value(r.pair_d_ci_low) AS d_ci_low,
+           any_value(r.pair_d_ci_high) AS d_ci_high
+    FROM regions AS r
+    JOIN sessions AS s ON s.session_id = r.session_id
+    WHERE r.pair_d_spacing_nm IS NOT NULL
+    GROUP BY ALL
+)
+SELECT comp.*, spacing.d_spacing_nm, spacing.d_ci_low, spacing.d_ci_high
+FROM comp
+LEFT JOIN spacing USING (campaign, sample, dose_dpa, method, modality, role);
 
 -- ------------------------------------------------------------ lineage
 -- For every materialization (root_id), itself (depth 0) and every upstream materialization, recursively

@@ -30,6 +30,7 @@ SHIFT_COLUMNS: dict = {
     "renorm_ci_low": pl.Float64, "renorm_ci_high": pl.Float64,
     "ordered_at_pct_core": pl.Float64, "disordered_at_pct_core": pl.Float64, "percent_diff_core": pl.Float64,
     "ci_low_core": pl.Float64, "ci_high_core": pl.Float64, "significant_core": pl.Boolean,
+    "ordered_renorm_pct_core": pl.Float64, "disordered_renorm_pct_core": pl.Float64,
     "percent_diff_renorm_core": pl.Float64, "renorm_ci_low_core": pl.Float64, "renorm_ci_high_core": pl.Float64,
     "ordered_n_core_chips": pl.Int32, "disordered_n_core_chips": pl.Int32, "ci_level": pl.Float64,
     "pair_percent_diff": pl.Float64, "pair_ci_low": pl.Float64, "pair_ci_high": pl.Float64,
@@ -129,6 +130,8 @@ def shift_table(
                     "ordered_at_pct_core": c["o"]["at"][idx[j]], "disordered_at_pct_core": c["d"]["at"][idx[j]],
                     "percent_diff_core": c["pd"][j], "ci_low_core": c["lo"][j], "ci_high_core": c["hi"][j],
                     "significant_core": _sig(c["lo"][j], c["hi"][j]), "percent_diff_renorm_core": c["pr"][j],
+                    "ordered_renorm_pct_core": _renorm(c["o"]["at"], idx)[j],
+                    "disordered_renorm_pct_core": _renorm(c["d"]["at"], idx)[j],
                     "renorm_ci_low_core": c["rlo"][j], "renorm_ci_high_core": c["rhi"][j],
                     "ordered_n_core_chips": c["o"]["n_chips"], "disordered_n_core_chips": c["d"]["n_chips"]})
                 reps_out[(m, d, el, "core")] = (c["pd"][j], None if c["rep"] is None else c["rep"][:, j])
