@@ -27,8 +27,9 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 # DATA: a CDVAE-layout CSV or folder (default: the 93-structure excerpt in mmlake/data/mp20_demo),
 # e.g. make demo-crystal DATA=../shared/data/mp20_excerpt
 DATA ?=
+EPOCHS ?= 100
 demo-crystal: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/mmlake crystal $(DATA)
+	$(BIN)/mmlake crystal $(DATA) --epochs $(EPOCHS)
 
 # Browser tests drive Debian's chromium (never a downloaded browser build).
 chromium:
