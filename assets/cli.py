@@ -1,7 +1,11 @@
-"""`mmlake` command line: demo, ingest, sql, export.
+"""`mmlake` command line: demo, ingest, migrate, sql, report, crystal, export, similar.
 
 It lives beside the assets (not in the `mmlake` library) because `demo` and `ingest` drive Dagster;
-`sql` only opens the lake read-only.
+`sql` only opens the lake read-only. What a user can rely on (README, "The command line"): `--lake`,
+`--verbose`, `--config` anywhere on the line; only demo / ingest / crystal create a lake; exit status 0
+done, 1 a session or run failed (one `FAILED <session>: <asset>: <message>` line each, last), 2 a
+mistake on the command line (one `error: ...` line); tracebacks only with --verbose; progress on
+stderr, results on stdout.
 """
 
 import argparse
