@@ -136,3 +136,12 @@ def test_hspy_and_zspy_label_maps_still_export(nx_lake, tmp_path):
         assert s.metadata.mmlake.session_id == sid and s.axes_manager[0].units == "nm"
     with pytest.raises(ValueError, match="fmt must be one of"):
         export_session(lake, sid, tmp_path, fmt="tiff")
+
+
+def test_cli_export_nxs(nx_lake, tmp_path, capsys):
+    from assets.cli import main
+
+    lake, sid, *_ = nx_lake
+    assert main(["--lake", str(lake.home), "export", sid, "--format", "nxs", "--out", str(tmp_path)]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path.endswith(".nxs") and (tmp_path / path.split("/")[-1]).exists()

@@ -152,3 +152,20 @@ def test_thumbnails_png_and_html(sim_lake, tmp_path):
     page = out["html"].read_text()
     assert page.count("data:image/png;base64,") == 6 and "campaign B" in page or "campaign A" in page
     assert "<script" not in page
+
+
+def test_cli_similar_prints_and_draws(sim_lake, tmp_path, capsys):
+    from assets.cli import main
+
+    lake, supports = sim_lake
+    sid = sorted(supports)[0]
+    row, col = supports[sid]["film_ordered"][0]
+    out = tmp_path / "sim"
+    assert main(["--lake", str(lake.home), "similar", sid, str(row), str(col), "-n", "4", "--format", "csv",
+                 "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.strip().splitlines()
+    assert lines[0].startswith("rank,similarity,session_id,campaign") and len(lines) == 5
+    assert (tmp_path / "sim.html").exists() and (tmp_path / "sim.png").exists() and "thumbnails:" in cap.err
+    assert main(["--lake", str(lake.home), "similar", sid, "99", "0"]) == 2
+    assert "outside its" in capsys.readouterr().err
