@@ -175,7 +175,8 @@ def segmentation_overlay(
 
 
 def _d_label(regions, method: str, modality: str, role: str) -> str:
-    """d-spacing of the largest region of a role: '0.393 nm', or the reason it is NULL."""
+    """d-spacing of the largest region of a role: '0.3930±0.0003 nm' (bootstrap standard error), or
+    the reason it is NULL."""
     if regions is None or regions.is_empty():
         return "?"
     import polars as pl
@@ -185,14 +186,17 @@ def _d_label(regions, method: str, modality: str, role: str) -> str:
         return "-"
     top = r.sort("n_chips", descending=True).row(0, named=True)
     if top["d_spacing_nm"] is not None:
-        return f"{top['d_spacing_nm']:.3f} nm"
+        se = top.get("d_spacing_se_nm")
+        return f"{top['d_spacing_nm']:.4f}" + (f"±{se:.4f}" if se is not None else "") + " nm"
     note = top.get("d_spacing_note") or ""
     return "amorphous" if note.startswith("amorphous") else "n/a"
 
 
 def composition_bars(shift, title: str, regions=None, elements: tuple[str, ...] | None = None) -> bytes:
     """Ordered (blue) vs disordered (brown) film composition per method x modality, percent
-    differences on top and the roles' d-spacings in the panel titles (the preprint's Figs. 4-5).
+    differences on top with their 95 % intervals (``*`` = significant) and as error bars on a second
+    axis, and the roles' d-spacings in the panel titles (the preprint's Figs. 4-5). Core-chip figures
+    where the rows have them, else whole-region figures.
 
     ``shift``: rows of ``ordered_disordered_shift`` / the ``composition_shift`` view for one session;
     ``regions``: that session's ``regions`` rows (for the d-spacings), optional.
@@ -215,21 +219,41 @@ def composition_bars(shift, title: str, regions=None, elements: tuple[str, ...] 
         part = shift.filter((pl.col("method") == m) & (pl.col("modality") == d))
         vals = {r["element"]: r for r in part.iter_rows(named=True)}
         x = np.arange(len(els))
-        o = [vals[e]["ordered_at_pct"] if e in vals else np.nan for e in els]
-        q = [vals[e]["disordered_at_pct"] if e in vals else np.nan for e in els]
+        core = any(v.get("percent_diff_core") is not None for v in vals.values())
+        sfx = "_core" if core else ""
+        o_col, d_col, pd_col = f"ordered_at_pct{sfx}", f"disordered_at_pct{sfx}", f"percent_diff{sfx}"
+        lo_col, hi_col, sig_col = f"ci_low{sfx}", f"ci_high{sfx}", f"significant{sfx}"
+        o = [vals[e].get(o_col) if e in vals and vals[e].get(o_col) is not None else np.nan for e in els]
+        q = [vals[e].get(d_col) if e in vals and vals[e].get(d_col) is not None else np.nan for e in els]
         ax.bar(x - 0.2, o, 0.4, color=ROLE_COLORS["film_ordered"], label="ordered")
         ax.bar(x + 0.2, q, 0.4, color=ROLE_COLORS["film_disordered"], label="disordered")
         for xi, e in zip(x, els):
-            pd = vals.get(e, {}).get("percent_diff")
+            r = vals.get(e, {})
+            pd, lo, hi = r.get(pd_col), r.get(lo_col), r.get(hi_col)
             if pd is not None and np.isfinite(pd):
-                top = np.nanmax([vals[e]["ordered_at_pct"] or 0, vals[e]["disordered_at_pct"] or 0])
-                ax.text(xi, top + 1.5, f"{pd:+.1f}%", ha="center", fontsize=6)
+                top = np.nanmax([r.get(o_col) or 0, r.get(d_col) or 0])
+                ci = f"\n[{lo:+.1f}, {hi:+.1f}]" if lo is not None and hi is not None else ""
+                ax.text(xi, top + 1.5, f"{pd:+.1f}%{'*' if r.get(sig_col) else ''}{ci}", ha="center", fontsize=5)
+        # the percent differences with their 95 % intervals on a second axis
+        pds = np.array([vals.get(e, {}).get(pd_col) if vals.get(e, {}).get(pd_col) is not None else np.nan
+                        for e in els], dtype=float)
+        if np.isfinite(pds).any():
+            lo = np.array([vals.get(e, {}).get(lo_col) if vals.get(e, {}).get(lo_col) is not None else np.nan
+                           for e in els], dtype=float)
+            hi = np.array([vals.get(e, {}).get(hi_col) if vals.get(e, {}).get(hi_col) is not None else np.nan
+                           for e in els], dtype=float)
+            ax2 = ax.twinx()
+            ax2.errorbar(x, pds, yerr=[np.nan_to_num(pds - lo), np.nan_to_num(hi - pds)], fmt="o", color="k",
+                         ms=3, capsize=2, lw=0.8)
+            ax2.axhline(0, color="#999", lw=0.5)
+            ax2.set_ylabel("dis vs ord (%)", fontsize=6)
+            ax2.tick_params(labelsize=5)
         ax.set_xticks(x, els, fontsize=7)
         ax.set_ylabel("at.%", fontsize=7)
         ax.tick_params(labelsize=6)
         ymax = np.nanmax(np.array(o + q, dtype=float)) if np.isfinite(np.array(o + q, dtype=float)).any() else 1.0
         ax.set_ylim(0, ymax * 1.18 + 1)
-        ax.set_title(f"{m} / {d}\nd: ordered {_d_label(regions, m, d, 'film_ordered')}, "
+        ax.set_title(f"{m} / {d} ({'core' if core else 'whole'} chips)\nd: ordered {_d_label(regions, m, d, 'film_ordered')}, "
                      f"disordered {_d_label(regions, m, d, 'film_disordered')}", fontsize=6)
         ax.legend(fontsize=5, loc="upper left")
     fig.suptitle(title, fontsize=8, y=1.04)

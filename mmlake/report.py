@@ -122,8 +122,14 @@ def _shift_figure(shift: pl.DataFrame):
                                     & (pl.col("element") == e)).sort("dose_dpa")
                 if part.is_empty():
                     continue
+                y = part["percent_diff"].fill_null(np.nan).to_numpy()
+                err = {}
+                if "ci_low" in part.columns:  # 95 % bootstrap interval (core figures by default)
+                    err = {"error_y": {"type": "data", "symmetric": False, "visible": True, "thickness": 1,
+                                       "array": np.nan_to_num(part["ci_high"].fill_null(np.nan).to_numpy() - y).tolist(),
+                                       "arrayminus": np.nan_to_num(y - part["ci_low"].fill_null(np.nan).to_numpy()).tolist()}}
                 fig.add_trace(go.Scatter(
-                    x=part["dose_dpa"].to_list(), y=part["percent_diff"].to_list(), mode="lines+markers",
+                    x=part["dose_dpa"].to_list(), y=part["percent_diff"].to_list(), mode="lines+markers", **err,
                     name=f"{m} / {d}", legendgroup=f"{m}/{d}", showlegend=(i == 0 and j == 0),
                     line={"color": palette[k % len(palette)], "dash": "solid" if d == "ensemble" else "dot"},
                     customdata=np.stack([part["ordered_at_pct"].to_numpy(), part["disordered_at_pct"].to_numpy(),
@@ -136,7 +142,8 @@ def _shift_figure(shift: pl.DataFrame):
     fig.update_xaxes(title_text="dose (dpa)", row=len(samples))
     fig.update_yaxes(title_text="disordered vs ordered (%)", col=1)
     fig.update_layout(height=260 * len(samples) + 80, margin={"t": 60, "l": 60, "r": 20, "b": 40},
-                      title="Percent difference of disordered vs ordered film, 100 (dis - ord) / ord")
+                      title="Percent difference of disordered vs ordered film, 100 (dis - ord) / ord "
+                            "(core chips; bars: 95 % bootstrap interval over chips)")
     return fig
 
 
@@ -155,7 +162,7 @@ def _dspacing_figure(regions: pl.DataFrame, sessions: pl.DataFrame):
             x=[f"{s} | {m}/{d}" for s, m, d in part.select("session_id", "method", "modality").rows()],
             y=part["d_spacing_nm"].to_list(), mode="markers", name=role,
             marker={"color": ROLE_COLORS[role], "symbol": sym, "size": 9},
-            error_y={"type": "data", "array": part["d_spacing_unc_nm"].fill_null(0).to_list(), "visible": True},
+            error_y=_d_error(part),
             customdata=np.stack([part["region"].to_numpy(), part["n_chips"].to_numpy(),
                                  part["square_px"].fill_null(0).to_numpy()], 1),
             hovertemplate="%{x}<br>region %{customdata[0]} (%{customdata[1]} chips)<br>d = %{y:.4f} nm"
@@ -163,10 +170,25 @@ def _dspacing_figure(regions: pl.DataFrame, sessions: pl.DataFrame):
     rank = {sid: i for i, sid in enumerate(order)}
     cats = sorted({f"{s} | {m}/{d}" for s, m, d in film.select("session_id", "method", "modality").rows()},
                   key=lambda c: (rank.get(c.split(" | ")[0], len(rank)), c))
-    fig.update_layout(title="Film d-spacing (FFT of the largest square inside each region)", height=420,
+    fig.update_layout(title="Film d-spacing (FFT of the largest square inside each region; bars: 95 % "
+                            "bootstrap interval over chip tiles, else the peak-width resolution)", height=420,
                       yaxis_title="d-spacing (nm)", margin={"t": 50, "b": 160},
                       xaxis={"categoryorder": "array", "categoryarray": cats})
     return fig
+
+
+def _d_error(part: pl.DataFrame) -> dict:
+    """Error bars of d-spacings: the 95 % tile-bootstrap interval where there is one, else the
+    width-based resolution figure."""
+    d = part["d_spacing_nm"].to_numpy()
+    unc = part["d_spacing_unc_nm"].fill_null(0).to_numpy()
+    if "d_spacing_ci_low" not in part.columns:
+        return {"type": "data", "array": unc.tolist(), "visible": True}
+    lo = part["d_spacing_ci_low"].fill_null(np.nan).to_numpy()
+    hi = part["d_spacing_ci_high"].fill_null(np.nan).to_numpy()
+    return {"type": "data", "symmetric": False, "visible": True,
+            "array": np.where(np.isfinite(hi), hi - d, unc).tolist(),
+            "arrayminus": np.where(np.isfinite(lo), d - lo, unc).tolist()}
 
 
 def _labels_figure(sid: str, data: CampaignData):
