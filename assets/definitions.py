@@ -9,6 +9,7 @@ from dagster import Definitions, define_asset_job, multiprocess_executor
 from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource
 from assets.descriptors import campaign_reports, region_descriptors
 from assets.features import eds_features, haadf_embeddings
+from assets.encoders import ssl_encoder
 from assets.ingest import chips, raw_session
 from assets.partitions import session_partitions
 from assets.segmentation import SEGMENTATION_ASSETS, agreement
@@ -48,7 +49,7 @@ crystal_job = define_asset_job("crystal_job", selection=CRYSTAL_ASSETS,
                                description="The crystal campaign on one dataset: structures to benchmark.")
 
 defs = Definitions(
-    assets=[*SESSION_ASSETS, campaign_reports, *CRYSTAL_ASSETS],
+    assets=[*SESSION_ASSETS, campaign_reports, ssl_encoder, *CRYSTAL_ASSETS],
     resources=all_resources(),
     executor=executor,
     jobs=[session_job, session_job_dask, crystal_job, *SCHEDULED_JOBS],

@@ -42,6 +42,21 @@ def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder
                         table_scopes={"feature_sets": {"modality": "haadf"}})
 
 
+def _build(encoder: EncoderResource, lk, sid: str, name: str):
+    """The encoder `name`; `ssl` without a configured checkpoint uses the campaign's newest trained model
+    (asset `ssl_encoder`), and is skipped with the reason when there is none."""
+    if name == "ssl" and not encoder.ssl_weights:
+        from assets.encoders import campaign_ssl_checkpoint
+        from mmlake.encoders import get_encoder
+
+        ck = campaign_ssl_checkpoint(lk, sid)
+        if ck is None:
+            raise WeightsUnavailableError("no ssl model trained for this session's campaign: materialize the "
+                                          "`ssl_encoder` asset, then haadf_embeddings again (or set ssl_weights)")
+        return get_encoder("ssl", checkpoint=ck)
+    return encoder.build(name)
+
+
 def _embed_session(context, lk, encoder: EncoderResource, sid: str) -> SessionPart:
     grid_row, grid = load_grid(lk, sid)
     device = encoder.resolved_device()
@@ -54,7 +69,7 @@ def _embed_session(context, lk, encoder: EncoderResource, sid: str) -> SessionPa
         image = grid.untile(stack)
         for name in encoder.haadf_encoders:
             try:
-                enc = encoder.build(name)
+                enc = _build(encoder, lk, sid, name)
             except WeightsUnavailableError as exc:
                 context.log.warning(f"{sid}: {name} skipped: {exc}")
                 status.append(_status_row(sid, name, "haadf", "skipped", str(exc)))

@@ -473,3 +473,26 @@ CREATE TABLE IF NOT EXISTS campaign_reports (
     n_sessions         INTEGER,
     materialization_id VARCHAR NOT NULL
 );
+
+-- ============================================================================================
+-- Encoder models trained on a campaign's own chips (asset `ssl_encoder`, mmlake.encoders.ssl).
+-- The checkpoint is a lake object (objects/<sha[:2]>/<sha>.pt: torch.save of {state_dict, params});
+-- haadf_embeddings uses the campaign's newest row when `ssl` is among the HAADF encoders and no
+-- `ssl_weights` file is configured. All columns but materialization_id are nullable.
+CREATE TABLE IF NOT EXISTS encoder_models (
+    encoder            VARCHAR,      -- 'ssl'
+    campaign           VARCHAR,
+    checkpoint_sha     VARCHAR,      -- lake object with the checkpoint bytes
+    weights_id         VARCHAR,      -- sha256:<hex> of the state dict (what embeddings record)
+    train_version      VARCHAR,
+    params             VARCHAR,      -- JSON: training parameters actually used
+    sessions           VARCHAR,      -- JSON: per session id: chips seen, window, period, counts gain, chips data version
+    chips_upstream     VARCHAR,      -- JSON: chips materialization ids + data versions it was trained on
+    loss_curve         VARCHAR,      -- JSON: [{step, loss, view_nce, cross_modal_nce}, ...]
+    final_loss         DOUBLE,
+    n_chips            INTEGER,
+    train_seconds      DOUBLE,
+    device             VARCHAR,
+    trained_at         TIMESTAMPTZ,
+    materialization_id VARCHAR NOT NULL
+);
