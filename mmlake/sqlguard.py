@@ -32,6 +32,9 @@ Ordering constraints (read before calling `harden` on an already-open connection
   (`sql/views.sql`) read only tables, so they need nothing.
 - An open read-write connection in the same process shares the instance too: harden read-only
   connections only (DuckDB refuses to open the same file read-only and read-write at once anyway).
+- Python replacement scans stop working: a query that names a local polars/pandas/arrow variable
+  (`con.execute("select * from df")`) fails with "Table with name df does not exist";
+  `con.register("df", df)` before the query still works (mmlake.similar does that).
 """
 
 from __future__ import annotations

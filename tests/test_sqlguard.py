@@ -118,3 +118,15 @@ def test_mmlake_sql_refuses_files_unless_allowed(lake, outside, capsys):
     assert main(["--lake", str(lake.home), "sql", f"select b from read_csv('{outside}/data.csv')",
                  "--format", "csv", "--allow-files"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == ["b", "2"]
+
+
+def test_registered_frames_still_work_but_replacement_scans_do_not(con):
+    """Documented in mmlake.sqlguard: register a frame instead of naming a local variable."""
+    import polars as pl
+
+    frame = pl.DataFrame({"x": [1, 2, 3]})
+    con.register("frame_view", frame.to_arrow())
+    assert execute(con, "select sum(x) from frame_view").fetchone() == (6,)
+    con.unregister("frame_view")
+    with pytest.raises(duckdb.CatalogException):
+        execute(con, "select sum(x) from frame")
