@@ -165,7 +165,7 @@ def sum_eds_chips(
     return sums, totals
 
 
-def eds_count_map(cube: Any, session_id: str = "?", workers: int | None = None) -> np.ndarray:
+def pixel_totals(cube: Any, session_id: str = "?", workers: int | None = None) -> np.ndarray:
     """Total counts per pixel (H, W) float64 of a (H, W, C) spectrum image, streaming like
     `sum_eds_chips` (the fast HDF5 path where it applies). Raises SessionError for unreadable
     chunks or NaN/infinite counts (float cubes); zero counts are the caller's to judge."""
