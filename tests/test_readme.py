@@ -93,6 +93,7 @@ def workdir(tmp_path_factory, demo_lake):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the first one builds the demo lake (minutes on 2 busy cores)
 @pytest.mark.parametrize("line", RUN, ids=[command_of(x)[17:60] for x in RUN])
 def test_readme_shell_example(line, workdir, demo_lake, tmp_path):
     root, subs = workdir
