@@ -1,4 +1,4 @@
-"""`mmlake` command line: demo, ingest, migrate, sql, report, crystal, export, similar.
+"""`mmlake` command line: demo, ingest, migrate, sql, report, crystal, export, similar, suggest.
 
 It lives beside the assets (not in the `mmlake` library) because `demo` and `ingest` drive Dagster;
 `sql` only opens the lake read-only. What a user can rely on (README, "The command line"): `--lake`,
@@ -427,6 +427,20 @@ def cmd_similar(args) -> int:
     return 0
 
 
+def cmd_suggest(args) -> int:
+    """The chips to label next for few-shot (mmlake.suggest): least certain, inside their predicted
+    region, away from the support and spread over the image."""
+    import polars as pl
+
+    from mmlake.suggest import suggest_from_lake
+
+    sug = suggest_from_lake(Lake(args.lake), args.session, n=args.n, score=args.score)
+    print_frame(pl.DataFrame([s.as_dict() for s in sug]) if sug else pl.DataFrame(
+        schema={"chip_index": pl.Int64, "row": pl.Int64, "col": pl.Int64, "score": pl.Float64}), args.format)
+    say("add the chips you label to session.yaml's support: (class: [[row, col], ...]) and re-ingest")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmlake", description="multi-modal materials data lake")
     add_global_options(parser)
@@ -490,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="thumbnail files' path without suffix (.html and .png are written; "
                                  "default LAKE/similar/SESSION_rROW_cCOL)")
     p.set_defaults(func=cmd_similar)
+    p = sub.add_parser("suggest", help="the chips to label next for few-shot (least certain, spread out, "
+                                       "away from the support)")
+    p.add_argument("session", help="session id (select session_id from sessions)")
+    p.add_argument("-n", type=int, default=8, help="how many chips (default 8)")
+    p.add_argument("--score", choices=["margin", "entropy"], default="margin",
+                   help="uncertainty: 1 - (p1 - p2) (default) or normalised entropy of the class probabilities")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_suggest)
     for p in sub.choices.values():  # --lake, --verbose, --config anywhere on the line, for every command
         add_global_options(p, argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -21,28 +21,39 @@ CAMPAIGN_REPORTS_VERSION = module_code_version(__name__, "campaign_reports", ext
 @asset(
     partitions_def=session_partitions, group_name="descriptors", code_version=REGION_DESCRIPTORS_VERSION,
     deps=SEGMENTATION_ASSETS, kinds={"exspy", "duckdb"}, owners=["team:microscopy"],
-    description="Per session x method x modality x region: chip count, area (nm^2), exspy Cliff-Lorimer "
-                "composition of the region's SUMMED spectrum (the rest as 'Extraneous'), d-spacing from the FFT "
-                "of the largest square inside the region (NULL when amorphous), crystallinity, a physical role, "
-                "and the preprint's disordered-vs-ordered percent differences of La, Fe, O.",
+    description="Per session x method x modality x region: chip count, core chips and boundary share, area (nm^2), "
+                "exspy Cliff-Lorimer composition of the region's SUMMED spectrum, whole and core (chips not touching "
+                "another label), with Poisson counting error and a bootstrap interval over chips; fundamental "
+                "d-spacing (NULL when amorphous) with a tile-bootstrap interval, superlattice separately; "
+                "crystallinity; a physical role; the disordered-vs-ordered percent differences of La, Fe, O with "
+                "intervals and a significance flag; and the same pooled over the partition's acquisitions "
+                "(bootstrap over acquisitions, then chips).",
 )
 def region_descriptors(context: AssetExecutionContext, lake: LakeResource):
+    from mmlake.descriptors import pool_acquisitions
+
     lk = lake.lake()
     step = begin(context, lk, ["chips", *[a.key.to_user_string() for a in SEGMENTATION_ASSETS]])
-    parts = {sid: _describe_one(lk, sid) for sid in step.session_ids}
+    described = {sid: describe_lake_session(lk, sid) for sid in step.session_ids}
+    pool_acquisitions(list(described.values()))  # a sample x dose's acquisitions, pooled (pair_* columns)
+    parts = {sid: _part(sid, out) for sid, out in described.items()}
     return write_result(context, step, code_version=REGION_DESCRIPTORS_VERSION, parts=parts)
 
 
-def _describe_one(lk, sid: str) -> SessionPart:
-    out = describe_lake_session(lk, sid)
+def _part(sid: str, out) -> SessionPart:
     shift = out.composition_shift
-    o_shift = shift.filter(shift["element"] == "O").select("method", "modality", "percent_diff") if len(shift) else shift
-    regions = out.regions.select("method", "modality", "region", "role", "n_chips", "d_spacing_nm")
+    cols = ["method", "modality", "percent_diff_core", "ci_low_core", "ci_high_core", "significant_core",
+            "percent_diff", "ci_low", "ci_high", "pair_percent_diff", "pair_ci_low", "pair_ci_high",
+            "pair_n_acquisitions"]
+    o_shift = shift.filter(shift["element"] == "O").select(cols) if len(shift) else shift
+    regions = out.regions.select("method", "modality", "region", "role", "n_chips", "boundary_share", "d_spacing_nm",
+                                 "d_spacing_ci_low", "d_spacing_ci_high", "superlattice_nm")
     return SessionPart(
         out.tables(), out.params,
         {"regions": table_md(regions, 24), "o_shift": table_md(o_shift, 12),
          "n_regions": MetadataValue.int(len(out.regions)),
-         "composition": png_md(plots.composition_bars(shift, f"{sid} ordered vs disordered", out.regions))})
+         "composition": png_md(plots.composition_bars(shift, f"{sid} ordered vs disordered (bars: 95 % interval)",
+                                                      out.regions))})
 
 
 @asset(

@@ -129,11 +129,29 @@ def segment_one(context, lk, sid: str, method: str, config: SegmentationConfig) 
     runs_frame = pl.DataFrame(runs, schema_overrides={"class_names": pl.List(pl.Utf8)})
     haadf = grid.untile(lk.get_array(grid_row["haadf_stack_sha"])) if grid_row["haadf_stack_sha"] else None
     png = plots.segmentation_overlay(haadf, {(method, r.modality): r.labels for r in results}, grid, f"{sid} {method}")
+    meta = {"labels": table_md(runs_frame.select("modality", "n_labels")), "overlay": png_md(png, method)}
+    if method == "fewshot":
+        meta["label_next"] = _label_next(results, grid, support)
     return SessionPart(
         {"segment_labels": pl.concat(labels, how="diagonal"), "segment_runs": runs_frame},
         json.loads(json.dumps({"method": method, **options, "features": chosen, "auto_weights": config.auto_weights},
                               default=str)),
-        {"labels": table_md(runs_frame.select("modality", "n_labels")), "overlay": png_md(png, method)})
+        meta)
+
+
+def _label_next(results, grid, support) -> MetadataValue:
+    """The chips to label next (mmlake.suggest) from the few-shot ensemble's probabilities, as a table;
+    the same list as `mmlake suggest SESSION`."""
+    from mmlake.suggest import suggest_chips
+
+    pick = next((r for r in results if r.modality == "ensemble" and r.proba is not None),
+                next((r for r in results if r.proba is not None), None))
+    if pick is None:
+        return MetadataValue.text("no class probabilities")
+    sug = suggest_chips(pick.proba, (grid.n_rows, grid.n_cols), support, 8, class_names=pick.class_names or None)
+    return table_md(pl.DataFrame([{"row": s.row, "col": s.col, "chip_index": s.chip_index, "uncertainty": s.score,
+                                   "top": f"{s.top_class} {s.top_p:.2f}", "second": f"{s.second_class} {s.second_p:.2f}"}
+                                  for s in sug]), 8) if sug else MetadataValue.text("no chip to suggest")
 
 
 def build_segmentation_asset(method: str) -> AssetsDefinition:
