@@ -173,3 +173,33 @@ def test_sum_check_fails_on_a_null_row_that_has_counts():
                             .otherwise(pl.col("atomic_percent")).alias("atomic_percent"))
     problems, meta = composition_frame_problems(off, regions)
     assert problems == ["s m/x region 0: atomic percents sum to 95.000"] and math.isclose(meta["max_abs_deviation"], 5.0)
+
+
+def test_two_acquisitions_of_one_sample_and_dose_are_pooled(expected):
+    """describe_session per acquisition, then pool_acquisitions: every session's rows carry the pooled
+    shift (mean of the acquisitions' core shifts), its interval and n_acquisitions = 2; a partition of
+    one acquisition carries its own figure."""
+    from mmlake.chips import ChipGrid
+    from mmlake.descriptors import describe_session, pool_acquisitions
+
+    grid = ChipGrid(10, 12, 12)
+    labels = np.repeat([0, 1], grid.n_chips // 2)  # ordered film on top, O-rich film below
+    outs = []
+    for seed in (3, 4):
+        rng = np.random.default_rng(seed)
+        lam = COUNTS * np.where(labels[:, None] == 0, expected["ordered"][None, :], expected["disordered"][None, :])
+        outs.append(describe_session({("truth", "truth"): labels}, grid, None, rng.poisson(lam).astype(float),
+                                     (0.0, 0.01), 300.0, ELEMENTS, KF, 0.05, session_id=f"acq{seed}",
+                                     class_names={"truth": ["film_ordered", "film_disordered"]}, n_boot=200))
+    own = [o.composition_shift.filter(pl.col("element") == "O").row(0, named=True) for o in outs]
+    assert all(r["pair_n_acquisitions"] == 1 and r["pair_percent_diff"] == pytest.approx(r["percent_diff_core"])
+               for r in own)
+    pool_acquisitions(outs)
+    rows = [o.composition_shift.filter(pl.col("element") == "O").row(0, named=True) for o in outs]
+    mean = np.mean([r["percent_diff_core"] for r in own])
+    for r in rows:
+        assert r["pair_n_acquisitions"] == 2 and r["pair_basis"] == "core"
+        assert r["pair_percent_diff"] == pytest.approx(mean) and r["pair_ci_low"] < mean < r["pair_ci_high"]
+        assert r["pair_significant"]
+    comp = outs[0].region_composition.filter((pl.col("element") == "O") & (pl.col("region") == 1)).row(0, named=True)
+    assert comp["pair_n_acquisitions"] == 2 and comp["pair_ci_low"] < comp["pair_atomic_percent"] < comp["pair_ci_high"]
