@@ -189,7 +189,8 @@ def main(argv=None) -> int:
     from mmlake.encoders.vgg16 import WeightsUnavailableError
 
     device = resolve_device(args.device)
-    n_threads = cores()
+    # $MMLAKE_BENCH_THREADS: on a machine shared with other jobs, 1 thread can be much faster than 2
+    n_threads = int(os.environ.get("MMLAKE_BENCH_THREADS", cores()))
     torch.set_num_threads(n_threads)
     print(f"torch {torch.__version__}, threads {n_threads}, device {device}", flush=True)
     t0 = time.perf_counter()
