@@ -90,6 +90,8 @@ def formats_lake(real_files, tmp_path_factory):
     made = root / "made"
     made.mkdir()
     Image.fromarray(haadf_like()).save(made / "haadf.jpg", quality=95)
+    grey = haadf_like((24, 36), 9)
+    Image.fromarray(np.stack([grey, grey // 2, 255 - grey], axis=-1)).save(made / "colour.png")  # false colour
     write_mrc(made / "cal.mrc", haadf_like((40, 40), 5).astype(np.float32), pixel_angstrom=0.5)
     im = hs.signals.Signal2D(haadf_like((32, 32), 7).astype(np.float32))
     for ax in im.axes_manager.signal_axes:
@@ -121,6 +123,8 @@ def formats_lake(real_files, tmp_path_factory):
         "jpeg": session(root, "jpeg", {"haadf.jpg": made / "haadf.jpg"}, haadf="haadf.jpg", chip_px=6,
                         pixel_size_nm=0.0625),
         "mrc": session(root, "mrc", {"cal.mrc": made / "cal.mrc"}, haadf="cal.mrc", chip_px=8),
+        "png": session(root, "png", {"im.png": made / "colour.png"}, haadf="im.png", chip_px=6,
+                       pixel_size_nm=0.1),
         "zspy": session(root, "zspy", {"haadf.zspy": made / "haadf.zspy", "eds.zspy": made / "eds.zspy"},
                         haadf="haadf.zspy", eds="eds.zspy", chip_px=8, energy_scale_kev=0.08,
                         energy_offset_kev=-0.1),
@@ -283,6 +287,17 @@ def test_rgb_image_becomes_intensity_with_a_warning(formats_lake, real_files):
     np.testing.assert_allclose(stack[0], luma[:2, :2], rtol=1e-6)
     assert s["calibration_source"] == "manifest" and s["pixel_size_nm"] == 50.0
     assert "HAADF image is RGB (R, G, B); converted to intensity" in md[f"{sids['tif-rgb']} warnings"]
+
+
+def test_png_colour_image_becomes_luma(formats_lake):
+    lake, cases, sids, md = formats_lake
+    (png,) = eager(cases["png"] / "im.png")
+    assert png.data.dtype.names == ("R", "G", "B")
+    d = png.data
+    luma = (0.299 * d["R"].astype(np.float64) + 0.587 * d["G"] + 0.114 * d["B"]).astype(np.float32)
+    s, _ = check_haadf(lake, sids["png"], luma, 6)
+    assert s["pixel_size_nm"] == 0.1 and s["calibration_source"] == "manifest"
+    assert "converted to intensity" in md[f"{sids['png']} warnings"]
 
 
 def test_mrc_and_zspy(formats_lake):
