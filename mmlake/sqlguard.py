@@ -14,7 +14,7 @@ Queries that only touch the lake's tables and views run as before (JSON, sorting
 DuckDB's own temp directory, and the statically linked extensions keep working). A refused
 statement raises `duckdb.PermissionException` (or `InvalidInputException` for a locked setting);
 `explain(exc)` / `guarded()` turn it into `FileAccessRefused`, whose message says how to allow files:
-`mmlake sql --allow-files`, or `Lake.query(..., allow_files=True)` / not hardening, in Python.
+`mmlake sql --allow-files`, or (in Python) a connection that was not hardened.
 
 Ordering constraints (read before calling `harden` on an already-open connection):
 - **Database-wide, not per connection**: DuckDB keeps one database instance per file and process,
@@ -48,8 +48,7 @@ from mmlake.errors import LakeError
 ALLOW_HINT = ("this connection has no file-system access (the lake's SQL stays in the lake): "
               "`mmlake sql` refuses COPY ... TO, read_csv/read_text/read_parquet/glob of files, ATTACH, "
               "EXPORT and INSTALL. To allow them, run `mmlake sql --allow-files \"...\"` (in Python: "
-              "`Lake.query(sql, allow_files=True)`, or a connection that was not passed to "
-              "mmlake.sqlguard.harden)")
+              "a connection that was not passed to mmlake.sqlguard.harden)")
 
 _REFUSAL_WORDS = ("file system operations are disabled", "enable_external_access",
                   "the configuration has been locked", "allowed_directories", "allowed_paths")
