@@ -1,8 +1,11 @@
 """Shared fixtures: temporary lakes and Dagster instances, tiny hand-made sessions, real vendor files."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 import warnings
 import zipfile
 from pathlib import Path
@@ -11,6 +14,18 @@ import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore")
+
+# A shell that starts `make test` in the background (CI runners, `nohup`, `&` without job control)
+# hands pytest SIGINT ignored; Dagster then maps SIGTERM to the same SIG_IGN (setup_interrupt_handlers)
+# and every child inherits it: the `tail -F` compute-log mirrors it terminates at the end of a step
+# never die (and each step waits 30 s for them). Restore the defaults before anything starts.
+for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _handler)
+# Every process the suite starts, directly or not, inherits this token: the session guard below
+# finds the ones still alive at the end, even after they were re-parented to init.
+SUITE_TOKEN = uuid.uuid4().hex
+os.environ["MMLAKE_SUITE_TOKEN"] = SUITE_TOKEN
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "hyperspy-1.7.6"
 WHEEL_FILES = {
@@ -70,12 +85,29 @@ def lake(tmp_path):
     return Lake(tmp_path / "lake").ensure()
 
 
-@pytest.fixture
-def instance(tmp_path):
-    """A persistent Dagster instance in a temp folder (works with the multiprocess executor)."""
+@pytest.fixture(scope="session")
+def instance_template(tmp_path_factory) -> Path:
+    """An empty Dagster instance folder (SQLite run/event/schedule storage with its schema), made once:
+    creating the storages (schema + migrations) takes 1-3 s, copying the files a millisecond."""
     from dagster import instance_for_test
 
-    (tmp_path / "dagster").mkdir()
+    root = tmp_path_factory.mktemp("dagster-template") / "dagster"
+    root.mkdir()
+    with instance_for_test(temp_dir=str(root)) as inst:
+        inst.get_runs(limit=1)
+        inst.get_run_records(limit=1)
+    return root
+
+
+@pytest.fixture
+def instance(tmp_path, instance_template):
+    """A persistent Dagster instance in a temp folder (works with the multiprocess executor), each
+    test with its own copy of the empty template storage."""
+    import shutil
+
+    from dagster import instance_for_test
+
+    shutil.copytree(instance_template, tmp_path / "dagster")
     with instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
         yield inst
 
@@ -95,5 +127,67 @@ def demo_lake(tmp_path_factory):
     outcomes = ingest(folders, lake, DagsterInstance.ephemeral(), progress=lambda m: None, log_level="WARNING")
     assert all(o.ok for o in outcomes), outcomes
     return lake
+
+def suite_processes(token: str = SUITE_TOKEN) -> list:
+    """Live processes (zombies aside) other than this one whose environment carries the token."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get("MMLAKE_SUITE_TOKEN") == token and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+def stop_forkserver() -> None:
+    """Stop this process's multiprocessing forkserver (the multiprocess executor's, with
+    assets.definitions preloaded), which otherwise lives until pytest exits."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) and hasattr(server, "_stop"):
+        server._stop()
+
+
+def stop_multiprocessing_helpers() -> None:
+    """The forkserver and multiprocessing's resource tracker (started by the forkserver/spawn
+    start methods: the multiprocess executor, Dask's nannies) live until pytest exits; stop them
+    (both restart on demand), so that what is left after the suite is a real leak."""
+    from multiprocessing import resource_tracker
+
+    stop_forkserver()
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    if tracker is not None and getattr(tracker, "_pid", None) and hasattr(tracker, "_stop"):
+        tracker._stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_suite():
+    """After the last test (and every other session fixture's teardown: this one is set up first),
+    no process started by the suite may still run. Leftovers are listed, killed by pid, and fail
+    the run (as an error at the teardown of the last test)."""
+    yield
+    stop_multiprocessing_helpers()
+    deadline = time.monotonic() + 30  # processes that are exiting (a cluster closing, a server stopping)
+    left = suite_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = suite_processes()
+    if left:
+        described = []
+        for p in left:
+            try:
+                described.append(f"{p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:160]}")
+                p.kill()
+            except Exception:
+                continue
+        pytest.fail(f"{len(described)} process(es) started by the test suite outlived it (killed now):\n"
+                    + "\n".join(described), pytrace=False)
+
 
 from tests.dagster_server import dagster_server  # noqa: E402,F401  (session-scoped `dagster dev` for the slow e2e/UI tests)

@@ -3,6 +3,7 @@ LocalCluster (2 worker processes on loopback, standing for a real cluster) and s
 the default multiprocess executor stores."""
 
 import os
+import time
 
 import polars as pl
 import pytest
@@ -16,7 +17,6 @@ from mmlake.lake import Lake
 from mmlake.store import register_source
 from tests.sessions import make_tiny_session
 
-pytestmark = pytest.mark.slow
 SELECTION = [AssetKey("raw_session"), AssetKey("chips")]
 
 
@@ -24,8 +24,40 @@ def table(lake: Lake, name: str, order: str) -> pl.DataFrame:
     return lake.query(f"select * exclude (materialization_id) from {name} order by {order}")
 
 
+def test_lazy_dask_executor_is_dagster_dasks():
+    """assets.scaleout defines the executor without importing dagster-dask (~1 s, dask.dataframe) at
+    code-location load; its name, config schema and requirements must stay dagster-dask's own."""
+    import subprocess
+    import sys
+
+    from dagster_dask import dask_executor as upstream
+
+    from assets.scaleout import dask_executor
+
+    assert dask_executor.name == upstream.name
+    assert dask_executor.config_schema.config_type.key == upstream.config_schema.config_type.key
+    assert dask_executor.get_requirements(None) == upstream.get_requirements(None)
+    code = "import sys, assets.definitions; print('dagster_dask' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _wait_gone(pids, timeout: float = 60.0) -> set:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        time.sleep(0.2)
+    return alive
+
+
+@pytest.mark.slow
 def test_dask_executor_stores_the_same_rows_as_the_default_executor(tmp_path, instance):
     from dask.distributed import Client, LocalCluster
+
+    from tests.conftest import stop_forkserver
 
     folder = make_tiny_session(tmp_path / "dask_session", sample="dask", haadf_shape=(40, 48),
                                eds_shape=(40, 48), chip_px=8)
@@ -37,6 +69,7 @@ def test_dask_executor_stores_the_same_rows_as_the_default_executor(tmp_path, in
     with execute_job(reconstructable(session_job_def), instance=instance, tags=tags, asset_selection=SELECTION,
                      run_config={"resources": {"lake": {"config": {"home": str(lakes["default"].home)}}}}) as res:
         assert res.success
+    stop_forkserver()  # the multiprocess executor's forkserver (assets.definitions preloaded) is ours to stop
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
@@ -48,6 +81,9 @@ def test_dask_executor_stores_the_same_rows_as_the_default_executor(tmp_path, in
             assert res.success, [e.message for e in res.all_events if e.is_failure]
             run_id = res.run_id
             assert res.dagster_run.job_name == "session_job_dask"
+    # the cluster stopped what it started: both worker processes are gone (their children, the steps'
+    # compute-log tailers, are checked by the suite guard in tests/conftest.py)
+    assert not _wait_gone(worker_pids), f"Dask worker processes still alive: {_wait_gone(worker_pids, 0)}"
     # every step ran in a Dask worker process
     starts = [e for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START)]
     assert {e.step_key for e in starts} >= {"raw_session", "chips"}
