@@ -1,0 +1,1 @@
+"""Atomic columns and order parameters from HAADF images (placeholder, filled below)."""
