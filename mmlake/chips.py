@@ -143,10 +143,12 @@ def sum_eds_chips(
 
     When the cube is a plain view of an HDF5 dataset (HyperSpy's lazy .hspy, or an h5py dataset)
     stored uncompressed or with HyperSpy's default filters (shuffle + deflate), the chunks are read
-    straight from the file with `os.pread` and inflated with `zlib` in `workers` threads (default:
-    the cores this process may use; both release the GIL), chunk-major in file order, so one pass over
-    the file does the work whatever the chunk shape. Other cubes go band by band (one chip row of scan
-    lines at a time, the dask scheduler reading the band).
+    straight from the file with `os.pread` and inflated (libdeflate where present, else zlib:
+    `_Inflate`) in `workers` threads (default: the cores this process may use; reads, inflate and
+    numpy sums release the GIL), chunk-major in file order: one pass over the file whatever the chunk
+    shape, a few chunks in memory per thread. A shuffled chunk is summed per byte plane (value =
+    sum of plane_k * 256**k), which skips un-shuffling and the all-zero high bytes of small counts.
+    Other cubes go band by band (one chip row of scan lines at a time, the dask scheduler reading it).
     """
     p = grid.chip_px
     n_workers = max(1, int(workers) if workers else _cores())
