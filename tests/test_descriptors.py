@@ -134,11 +134,14 @@ def test_d_spacing_of_crystalline_regions_matches_generator(built):
         for modality in ("truth", "majority"):
             r = _region(b, "truth", modality, role)
             assert r["d_spacing_nm"] is not None, r["d_spacing_note"]
-            assert abs(r["d_spacing_nm"] - lattice[role]) < 0.01, (role, modality, r["d_spacing_nm"], lattice[role])
+            tol = 0.006 if role == "film_disordered" else 0.002  # defect domains: rotated, column-disordered
+            assert abs(r["d_spacing_nm"] - lattice[role]) < tol, (role, modality, r["d_spacing_nm"], lattice[role])
+            assert r["d_spacing_se_nm"] is not None and r["d_spacing_ci_low"] <= r["d_spacing_nm"] <= r["d_spacing_ci_high"]
+            assert r["superlattice_nm"] is None
             assert 0 < r["d_spacing_unc_nm"] < 0.1 and r["square_px"] >= 45
             seen[(role, modality)] = round(r["d_spacing_nm"], 4)
     ordered = _region(built["pristine@0.1"], "truth", "truth", "film_ordered")
-    assert abs(ordered["d_spacing_nm"] - synth.A_LFO) < 0.01
+    assert abs(ordered["d_spacing_nm"] - synth.A_LFO) < 0.002
     print("d-spacings (defective@0):", seen, "truth:", lattice)
 
 
@@ -165,11 +168,34 @@ def test_region_compositions_match_generator(built):
             vals = dict(zip(part["element"], part["atomic_percent"]))
             assert set(vals) == set(b.spec.elements) | {EXTRANEOUS}
             assert abs(sum(vals.values()) - 100.0) < 1e-3
+            core = dict(zip(part["element"], part["atomic_percent_core"]))
             for el in b.spec.elements + [EXTRANEOUS]:
                 expected = truth[role].get(el, 0.0)
-                assert abs(vals[el] - expected) < 2.0, (b.spec.session_id, role, el, vals[el], expected)
+                assert abs(vals[el] - expected) < 0.6, (b.spec.session_id, role, el, vals[el], expected)
+                if core[el] is not None:
+                    assert abs(core[el] - expected) < 0.6, (b.spec.session_id, role, el, core[el], expected)
                 worst = max(worst, abs(vals[el] - expected))
     print(f"largest composition error vs class_composition: {worst:.2f} at.%")
+
+
+def test_majority_labels_bleed_and_core_does_not(built):
+    """Majority labels put chips straddling an interface into the regions: the whole-region figure of
+    a cap takes in several at.% of film; the core figure (regions with >= 10 core chips) stays within
+    0.6 at.% of the generator's class composition."""
+    bleed = 0.0
+    for b in built.values():
+        truth = synth.class_composition(b.spec)
+        regs = b.out.regions.filter((pl.col("method") == "truth") & (pl.col("modality") == "majority"))
+        comp = b.out.region_composition.filter((pl.col("method") == "truth") & (pl.col("modality") == "majority"))
+        for r in regs.iter_rows(named=True):
+            part = comp.filter(pl.col("region") == r["region"])
+            for row in part.iter_rows(named=True):
+                want = truth[r["role"]].get(row["element"], 0.0)
+                bleed = max(bleed, abs(row["atomic_percent"] - want))
+                if r["n_core_chips"] >= 10:
+                    assert abs(row["atomic_percent_core"] - want) < 0.6, (b.spec.session_id, r["role"], row)
+            assert 0 < r["boundary_share"] < 1 and r["n_core_chips"] < r["n_chips"]
+    assert bleed > 3.0, bleed
 
 
 def test_summed_spectrum_not_mean_of_chip_percents(built):
@@ -196,6 +222,11 @@ def test_o_shift_has_generator_sign(built):
                     want = truth["film_disordered"][el] - truth["film_ordered"][el]
                     assert np.sign(got[el]) == np.sign(want), (b.spec.session_id, modality, col, el, got[el], want)
             assert sh["ordered_renorm_pct"].sum() == pytest.approx(100.0)
+            if modality == "truth":  # pure chips: the shift's magnitude, not only its sign
+                for r in sh.iter_rows(named=True):
+                    want = truth["film_disordered"][r["element"]] - truth["film_ordered"][r["element"]]
+                    got = r["disordered_at_pct"] - r["ordered_at_pct"]
+                    assert abs(got - want) < 1.0, (b.spec.session_id, r["element"], got, want)
         row = b.out.composition_shift.filter((pl.col("modality") == "truth")
                                              & (pl.col("element") == "O")).row(0, named=True)
         expect = 100 * (row["disordered_at_pct"] - row["ordered_at_pct"]) / row["ordered_at_pct"]

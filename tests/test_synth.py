@@ -350,3 +350,22 @@ def test_write_session_files(tmp_path, small_arrays):
     # rewriting replaces the folder atomically
     again = synth.write_session(SMALL, tmp_path)
     assert again == folder and sorted(p.name for p in tmp_path.iterdir()) == ["defective_0.1dpa"]
+
+
+def test_packages_keep_their_public_import_paths_and_small_modules():
+    """mmlake.synth, mmlake.eds and mmlake.descriptors are packages of modules a reader takes in one
+    sitting (< 300 lines each); the names callers import from the old modules still import."""
+    import importlib
+    from pathlib import Path
+
+    from mmlake.descriptors import describe_lake_session, describe_session, largest_square, quantify_region  # noqa: F401
+    from mmlake.eds import (EXTRANEOUS_ELEMENTS, chip_spectra, load_kfactor_table, quantify_chips,  # noqa: F401
+                            quantify_spectrum, resolve_lines)
+    from mmlake.synth import DEMO_CAMPAIGN, SessionSpec, build_demo_campaign, make_arrays, write_session  # noqa: F401
+
+    for pkg in ("mmlake.synth", "mmlake.eds", "mmlake.descriptors"):
+        folder = Path(importlib.import_module(pkg).__file__).parent
+        for f in folder.glob("*.py"):
+            assert len(f.read_text().splitlines()) < 300, f
+    for name in synth.__all__:
+        assert hasattr(synth, name), name

@@ -13,7 +13,9 @@ Modules: :mod:`~mmlake.eds.lines` (exspy's line database, detector width law),
 :mod:`~mmlake.eds.kfactors` (line and k-factor choice, ``mmlake/data/kfactors.yaml``),
 :mod:`~mmlake.eds.spectra` (cropping, the exspy signal), :mod:`~mmlake.eds.fit` (the shared linear
 line fit and its Poisson covariance), :mod:`~mmlake.eds.cliff_lorimer` (exspy's CL, its closed form
-and error propagation), :mod:`~mmlake.eds.quantify` (the two entry points).
+and error propagation), :mod:`~mmlake.eds.quantify` (the two entry points), :mod:`~mmlake.eds.chipfit` (weighted sums of
+chips from one fit: regions, bootstrap replicates), :mod:`~mmlake.eds.absorption` (opt-in thin-film
+absorption correction).
 
 Why a fit and not exspy's integration windows: on LaFeO3/SrTiO3 with a Cr or Pt cap the windows'
 overlaps bias the result far beyond 2 at.% (La_Lb2 at 5.38 keV inside the Cr_Ka window, Ti_Ka at
@@ -27,8 +29,8 @@ from mmlake.eds.fit import LineFit, _binned_gauss, design_matrix, fit_line_inten
 from mmlake.eds.kfactors import (EXTRANEOUS_ELEMENTS, EXTRANEOUS_LABEL, KFactorTable, LineSetup,
                                  load_kfactor_table, resolve_lines)
 from mmlake.eds.lines import atomic_weight, element_lines, fwhm_kev, known_element, line_energy, line_family
-from mmlake.eds.quantify import (METHOD_VERSION, NO_COUNTS, NO_LINE, ChipFit, CLResult, fit_chips, quantify_chips,
-                                  quantify_spectrum)
+from mmlake.eds.chipfit import ChipFit, fit_chips
+from mmlake.eds.quantify import METHOD_VERSION, NO_COUNTS, NO_LINE, CLResult, quantify_chips, quantify_spectrum
 from mmlake.eds.spectra import chip_spectra, exspy_signal
 
 __all__ = [
