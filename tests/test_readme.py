@@ -32,6 +32,7 @@ NOT_RUN = {
     "make ui": "test_make_ui_starts_clean",
     "make demo-crystal": "test_make_demo_crystal",
 }
+NO_INSTALL = ["-o", ".venv/bin/.installed"]  # the venv is there: never reinstall it from a test
 PLACEHOLDERS = {"/data/microscope/2024-05-01_lfo/": "{session}", "/path/to/mp_20/": "{crystal}"}
 
 
@@ -124,7 +125,7 @@ def test_readme_shell_example(line, workdir, demo_lake, tmp_path):
 def test_make_demo_crystal(tmp_path):
     """`make demo-crystal` on the shipped excerpt (never ../shared), a short training for the test."""
     env = {**os.environ, "MMLAKE_HOME": str(tmp_path / "lake"), "DAGSTER_HOME": str(tmp_path / "dagster")}
-    res = subprocess.run(["make", "-s", "demo-crystal", "EPOCHS=3"], cwd=REPO, env=env, capture_output=True,
+    res = subprocess.run(["make", "-s", *NO_INSTALL, "demo-crystal", "EPOCHS=3"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
     assert re.search(r"^mp20_demo\s+lengths_mae\s+fused\s+\d", res.stdout, re.M), res.stdout
@@ -150,7 +151,7 @@ def test_make_ui_starts_clean(tmp_path):
            "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "ui.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(["make", "-s", "ui", f"PORT={port}"], cwd=REPO, env=env, stdout=fh,
+        proc = subprocess.Popen(["make", "-s", *NO_INSTALL, "ui", f"PORT={port}"], cwd=REPO, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline, up = time.monotonic() + 400, False
