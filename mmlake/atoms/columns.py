@@ -62,7 +62,7 @@ def locate_columns(
     *,
     sigma_px: float | None = None,
     min_separation_px: float | None = None,
-    k_noise: float = 4.0,
+    k_noise: float = 6.0,
     k_candidate: float = 3.0,
     rel_threshold: float = 0.02,
     log_scale: float = 0.6,
@@ -108,7 +108,7 @@ def locate_columns(
         crop = img[cy0:cy0 + 512, cx0:cx0 + 512]
         fc = fit_columns(crop, candidates(crop, s, sep), s, passes=1, radius_sigma=radius_sigma, noise=noise,
                          prune=prune)
-        bright = fc.ok & (fc.amplitude >= 10.0 * max(noise, 1e-300) * fc.amp_se)
+        bright = fc.ok & (fc.amplitude >= 20.0 * max(noise, 1e-300) * fc.amp_se)
         if bright.sum() >= 10:
             s = float(np.median(fc.sigma[bright]))
             if min_separation_px is None:
@@ -157,3 +157,101 @@ def _merge(fit: Fit, dmin: float) -> np.ndarray:
             if keep[i] and keep[j]:
                 keep[j if score[i] >= score[j] else i] = False
     return keep
+
+
+@dataclass
+class ColumnResult:
+    """Everything :func:`analyse_columns` computed; ``frame`` is the ``atom_columns`` table."""
+
+    frame: Any  # polars.DataFrame
+    located: Located
+    lattice: Any  # mmlake.atoms.lattice.LocalLattice
+    sublattices: Any  # mmlake.atoms.sublattice.Sublattices
+    pixel_size_nm: float | None
+    params: dict[str, Any]
+
+
+#: Columns of the ``atom_columns`` frame, in order (see :func:`analyse_columns`).
+COLUMN_FIELDS = (
+    "column_index", "y_px", "x_px", "y_nm", "x_nm", "chip_index", "amplitude", "sigma_px", "intensity",
+    "background", "fit_ok", "sublattice", "sublattice_contrast", "nn_distance_px", "nn_distance_nm",
+    "lattice_fit", "n_neighbours", "lattice_residual_px", "displacement_y_px", "displacement_x_px",
+    "displacement_px", "displacement_nm", "a1_y_px", "a1_x_px", "a2_y_px", "a2_x_px", "strain_exx",
+    "strain_eyy", "strain_exy", "rotation_deg",
+)
+
+
+def analyse_columns(
+    image: np.ndarray,
+    pixel_size_nm: float | None = None,
+    *,
+    grid=None,
+    lattice_kw: dict[str, Any] | None = None,
+    sublattice_kw: dict[str, Any] | None = None,
+    **locate_kw: Any,
+) -> ColumnResult:
+    """Columns, their local lattice and sublattices as one frame (one row per column).
+
+    Pixel coordinates: ``y_px`` row (down), ``x_px`` column (right), pixel centres at integers (the
+    scan-line-corrected frame when ``scan_correction`` is on). ``*_nm`` = px x ``pixel_size_nm``
+    (null when no pixel size is given). ``chip_index`` (row * n_cols + col of ``grid``, a
+    :class:`mmlake.chips.ChipGrid`) is null for columns outside the grid or without a grid.
+    ``intensity`` = integrated Gaussian ``2 pi A s^2`` above the local background.
+    """
+    import polars as pl
+
+    from mmlake.atoms.lattice import local_lattice
+    from mmlake.atoms.sublattice import assign_sublattices
+
+    if pixel_size_nm is not None and not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+        raise ValueError(f"pixel_size_nm must be a positive number of nm, got {pixel_size_nm!r}")
+    loc = locate_columns(image, **locate_kw)
+    order = np.lexsort((loc.x, loc.y))
+    loc = Located(*(getattr(loc, f)[order] for f in ("y", "x", "amplitude", "sigma", "intensity", "background",
+                                                     "fit_ok")), params=loc.params)
+    pts = np.column_stack([loc.y, loc.x])
+    lat = local_lattice(pts, **(lattice_kw or {}))
+    sub = assign_sublattices(loc.intensity, lat.first_shell, **(sublattice_kw or {}))
+    n = len(loc)
+    p = float(pixel_size_nm) if pixel_size_nm is not None else None
+
+    def nm(v):
+        return v * p if p is not None else np.full(np.shape(v), np.nan)
+
+    chip = np.full(n, -1, dtype=np.int64)
+    if grid is not None:
+        r = np.floor((loc.y + 0.5 - grid.origin_y) / grid.chip_px).astype(np.int64)
+        c = np.floor((loc.x + 0.5 - grid.origin_x) / grid.chip_px).astype(np.int64)
+        inside = (r >= 0) & (r < grid.n_rows) & (c >= 0) & (c < grid.n_cols)
+        chip = np.where(inside, r * grid.n_cols + c, -1)
+    dmag = np.hypot(lat.displacement[:, 0], lat.displacement[:, 1])
+    data = {
+        "column_index": np.arange(n, dtype=np.int64), "y_px": loc.y, "x_px": loc.x, "y_nm": nm(loc.y),
+        "x_nm": nm(loc.x), "chip_index": chip, "amplitude": loc.amplitude, "sigma_px": loc.sigma,
+        "intensity": loc.intensity, "background": loc.background, "fit_ok": loc.fit_ok,
+        "sublattice": np.asarray(sub.label, dtype=str), "sublattice_contrast": sub.contrast,
+        "nn_distance_px": lat.nn_distance, "nn_distance_nm": nm(lat.nn_distance), "lattice_fit": lat.fits,
+        "n_neighbours": lat.n_neighbours.astype(np.int64), "lattice_residual_px": lat.residual,
+        "displacement_y_px": lat.displacement[:, 0], "displacement_x_px": lat.displacement[:, 1],
+        "displacement_px": dmag, "displacement_nm": nm(dmag), "a1_y_px": lat.a1[:, 0], "a1_x_px": lat.a1[:, 1],
+        "a2_y_px": lat.a2[:, 0], "a2_x_px": lat.a2[:, 1], "strain_exx": lat.strain[:, 0],
+        "strain_eyy": lat.strain[:, 1], "strain_exy": lat.strain[:, 2], "rotation_deg": lat.rotation_deg,
+    }
+    frame = pl.DataFrame(data).with_columns(
+        pl.when(pl.col("chip_index") >= 0).then(pl.col("chip_index")).otherwise(None).alias("chip_index"))
+    frame = frame.fill_nan(None).select(COLUMN_FIELDS)
+    params = {**loc.params, "pixel_size_nm": p, "n_columns": n,
+              "basis_px": np.round(lat.basis, 4).tolist() if np.all(np.isfinite(lat.basis)) else None,
+              "lattice": {"k": 12, "index_tol": 0.3, "fit_tol": 0.15, "disp_tol": 0.3, **(lattice_kw or {})},
+              "two_sublattices": sub.two, "sublattice_separation": _finite(sub.separation),
+              "sublattice_alternation": _finite(sub.alternation)}
+    return ColumnResult(frame, loc, lat, sub, p, params)
+
+
+def find_columns(image: np.ndarray, pixel_size_nm: float | None = None, **kw: Any):
+    """The ``atom_columns`` frame of an image (see :func:`analyse_columns`)."""
+    return analyse_columns(image, pixel_size_nm, **kw).frame
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
