@@ -85,6 +85,7 @@ def locate_columns(
     if not isinstance(passes, (int, np.integer)) or passes < 0:
         raise ValueError(f"passes must be an integer >= 0, got {passes!r}")
 
+    img0 = img
     offsets = np.zeros(img.shape[0])
     if scan_correction:
         from mmlake.atoms.scan import correct_rows, row_jitter
@@ -107,15 +108,30 @@ def locate_columns(
         cy0, cx0 = max(0, h0 // 2 - 256), max(0, w0 // 2 - 256)
         crop = img[cy0:cy0 + 512, cx0:cx0 + 512]
         fc = fit_columns(crop, candidates(crop, s, sep), s, passes=1, radius_sigma=radius_sigma, noise=noise,
-                         prune=prune)
+                         prune=prune, free_sigma_z=20.0)
         bright = fc.ok & (fc.amplitude >= 20.0 * max(noise, 1e-300) * fc.amp_se)
         if bright.sum() >= 10:
             s = float(np.median(fc.sigma[bright]))
             if min_separation_px is None:
                 sep = max(2.0, 1.0 * s)
     rc = candidates(img, s, sep)
-    fit = fit_columns(img, rc, s, passes=passes, radius_sigma=radius_sigma, noise=noise, prune=prune)
+    # with scan correction this fit only models the image for the row-offset refinement: one pass
+    # of neighbour subtraction is enough there
+    fit = fit_columns(img, rc, s, passes=min(passes, 1) if scan_correction else passes, radius_sigma=radius_sigma,
+                      noise=noise, prune=prune)
     keep = _significant(fit, noise, k_noise, rel_threshold)
+    if scan_correction and keep.sum() >= 10:
+        # refine the row offsets against the fitted columns (a jitter-free model), then refit
+        from mmlake.atoms.refine import render
+        from mmlake.atoms.scan import correct_rows, row_jitter
+
+        model = render(img0.shape, fit.y[keep], fit.x[keep], fit.amplitude[keep], fit.sigma[keep],
+                       max(2, int(np.ceil(3 * s))))
+        offsets = row_jitter(img0, max_shift_px=max_jitter_px, reference=model, start=offsets)
+        img = correct_rows(img0, offsets)
+        rc = candidates(img, s, sep)
+        fit = fit_columns(img, rc, s, passes=passes, radius_sigma=radius_sigma, noise=noise, prune=prune)
+        keep = _significant(fit, noise, k_noise, rel_threshold)
     keep &= _merge(fit, 0.5 * s) & (fit.y >= -0.5) & (fit.y <= img.shape[0] - 0.5) \
         & (fit.x >= -0.5) & (fit.x <= img.shape[1] - 0.5)
     params = {"method": "peaks+batched_gauss_lm", "method_version": METHOD_VERSION,

@@ -13,8 +13,10 @@ first pass the disk is at most half the distance to the nearest other candidate 
 held at ``s0``; then every fitted Gaussian is rendered into a model image and each later pass fits
 its column to ``data - (model - own Gaussian)``. Two such passes are a block-coordinate
 approximation of fitting all columns jointly; tails of bright neighbours no longer drag faint
-columns' centres. The width is fitted only for columns at least ``free_sigma_z`` standard errors
-bright (a faint column's width is poorly determined and would let its centre wander).
+columns' centres. By default every column keeps the image's width ``s0`` (over a disk of 1.5 s0 on
+overlapping columns, width, amplitude and offset are nearly degenerate: a free width makes the
+intensity meaningless); ``free_sigma_z`` frees it for columns at least that many standard errors
+bright (used on a crop to measure ``s0`` itself).
 
 A fit is accepted when ``A > 0``, a fitted width stays inside ``[0.35, 3] x s0`` and the centre
 stays within ``max_shift`` of the candidate; a column that fitted in an earlier pass keeps that
@@ -141,16 +143,19 @@ def render(shape: tuple[int, int], y, x, amplitude, sigma, half: int) -> np.ndar
     amplitude, sigma = np.asarray(amplitude, float), np.asarray(sigma, float)
     if y.size == 0:
         return np.zeros(shape)
-    cy, cx = np.rint(y).astype(np.int64), np.rint(x).astype(np.int64)
+    # render into a canvas padded by `half` so no patch needs bounds checks, then crop
+    cy = np.clip(np.rint(y).astype(np.int64), -half, H - 1 + half)
+    cx = np.clip(np.rint(x).astype(np.int64), -half, W - 1 + half)
+    Wp = W + 4 * half + 1
     ar = np.arange(-half, half + 1)
-    iy = cy[:, None] + ar[None, :]
-    ix = cx[:, None] + ar[None, :]
-    gy = np.exp(-((iy - y[:, None]) ** 2) / (2 * sigma[:, None] ** 2))
-    gx = np.exp(-((ix - x[:, None]) ** 2) / (2 * sigma[:, None] ** 2))
-    vals = amplitude[:, None, None] * gy[:, :, None] * gx[:, None, :]
-    ok = ((iy >= 0) & (iy < H))[:, :, None] & ((ix >= 0) & (ix < W))[:, None, :]
-    flat = iy[:, :, None] * W + ix[:, None, :]
-    return np.bincount(flat[ok], weights=vals[ok], minlength=H * W).reshape(H, W)
+    inv = (-0.5 / sigma ** 2).astype(np.float32)[:, None]
+    gy = np.exp(((cy[:, None] + ar[None, :]) - y[:, None]).astype(np.float32) ** 2 * inv)
+    gx = np.exp(((cx[:, None] + ar[None, :]) - x[:, None]).astype(np.float32) ** 2 * inv)
+    vals = (amplitude.astype(np.float32)[:, None, None] * gy[:, :, None]) * gx[:, None, :]
+    base = (cy + 2 * half) * Wp + (cx + 2 * half)
+    flat = base[:, None, None] + (ar[:, None] * Wp + ar[None, :])[None]
+    out = np.bincount(flat.ravel(), weights=vals.ravel(), minlength=(H + 4 * half + 1) * Wp)
+    return out[:(H + 4 * half + 1) * Wp].reshape(H + 4 * half + 1, Wp)[2 * half:2 * half + H, 2 * half:2 * half + W]
 
 
 def fit_columns(
@@ -162,9 +167,10 @@ def fit_columns(
     max_shift_px: float | None = None,
     radius_sigma: float = 1.5,
     noise: float = 0.0,
-    free_sigma_z: float = 20.0,
+    free_sigma_z: float = float("inf"),
     prune: tuple[float, float] | None = None,
-    batch: int = 8192,
+    batch: int | None = None,
+    threads: int = 2,
 ) -> Fit:
     """Refine integer candidates ``rc`` (n, 2) to sub-pixel Gaussian centres (see module docstring).
 
@@ -202,6 +208,9 @@ def fit_columns(
     se = np.full(n, np.inf)
     centre = len(dy) // 2
     active = np.ones(n, dtype=bool)
+    if batch is None:  # batches of 1000-8192 columns, at least one per thread
+        batch = int(np.clip(np.ceil(n / max(threads, 1)), 1000, 8192))
+    model_p = None
     for it in range(passes + 1):
         if it == 1 and prune is not None and ok.any():
             k_z, rel = prune
@@ -217,8 +226,8 @@ def fit_columns(
         py = np.clip(np.rint(y).astype(np.int64), 0, H - 1)  # patches follow the current centres
         px = np.clip(np.rint(x).astype(np.int64), 0, W - 1)
         idx_all = np.flatnonzero(active)
-        for b0 in range(0, len(idx_all), batch):
-            sl = idx_all[b0:b0 + batch]
+
+        def run(sl, it=it, radius=radius, py=py, px=px, model_p=(model_p if it > 0 else None)):
             k = len(sl)
             D = _patches(img_p, py[sl], px[sl], dy, dx, pad)
             V = _patches(valid_p, py[sl], px[sl], dy, dx, pad)
@@ -262,4 +271,14 @@ def fit_columns(
             rms[sl] = np.where(new, np.sqrt(cost / npx), rms[sl])
             se[sl] = np.where(good, se_b, np.where(keep_prev, se[sl], np.inf))
             ok[sl] = good | keep_prev
+
+        chunks = [idx_all[b0:b0 + batch] for b0 in range(0, len(idx_all), batch)]
+        if threads > 1 and len(chunks) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=threads) as ex:
+                list(ex.map(run, chunks))
+        else:
+            for ch in chunks:
+                run(ch)
     return Fit(y, x, A, s, c, ok, rms, se)
