@@ -226,7 +226,7 @@ def analyse_columns(
     loc = Located(*(getattr(loc, f)[order] for f in ("y", "x", "amplitude", "sigma", "intensity", "background",
                                                      "fit_ok")), params=loc.params)
     pts = np.column_stack([loc.y, loc.x])
-    lat = local_lattice(pts, **(lattice_kw or {}))
+    lat = local_lattice(pts, shape=np.shape(image), **(lattice_kw or {}))
     sub = assign_sublattices(loc.intensity, lat.first_shell, **(sublattice_kw or {}))
     n = len(loc)
     p = float(pixel_size_nm) if pixel_size_nm is not None else None

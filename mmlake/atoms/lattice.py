@@ -11,7 +11,8 @@
    from the ideal lattice point its neighbours define; the column itself is not used for its own
    ideal position). Indexing is redone once with ``B_i``, so rotated or strained domains index
    against their own lattice, not the image's.
-3. A column **fits a lattice** when at least ``max(4, 0.75 x expected)`` neighbours index, their
+3. A column **fits a lattice** when at least ``max(4, 0.75 x expected)`` neighbours index (expected:
+   the lattice points of the search disk, those outside the image not counted when ``shape`` is given), their
    RMS residual is below ``0.15 |a|min`` and ``|u_i| < 0.3 |a|min``.
 4. **Strain**: ``F = B_i B_ref^-1`` with ``B_ref`` the median local basis of the columns that fit
    (the image's own reference lattice); ``e = (F + F^T) / 2 - I`` in image axes x (right), y (down);
@@ -154,6 +155,7 @@ def local_lattice(
     points: np.ndarray,
     *,
     basis: np.ndarray | None = None,
+    shape: tuple[int, int] | None = None,
     k: int = 12,
     index_tol: float = 0.3,
     fit_tol: float = 0.15,
@@ -210,9 +212,16 @@ def local_lattice(
     G = np.stack([g1.ravel(), g2.ravel()], axis=1).astype(float)
     G = G[np.abs(G).sum(axis=1) > 0]
     vec = G @ B  # (m, 2)
-    expected = min(int((np.hypot(*vec.T) <= 1.75 * amax).sum()), kk - 1)
+    vec = vec[np.hypot(*vec.T) <= 1.75 * amax]
+    if shape is not None:  # neighbours that would lie outside the image cannot be expected
+        tgt = pts[:, None, :] + vec[None, :, :]
+        inside = ((tgt[..., 0] >= -0.5) & (tgt[..., 0] <= shape[0] - 0.5)
+                  & (tgt[..., 1] >= -0.5) & (tgt[..., 1] <= shape[1] - 0.5))
+        expected = np.minimum(inside.sum(axis=1), kk - 1)
+    else:
+        expected = np.full(n, min(len(vec), kk - 1))
     umag = np.hypot(u[:, 0], u[:, 1])
-    fits = solv & (cnt >= max(4, 0.75 * expected)) & (rms < fit_tol * amin) & (umag < disp_tol * amin)
+    fits = solv & (cnt >= np.maximum(4, 0.75 * expected)) & (rms < fit_tol * amin) & (umag < disp_tol * amin)
 
     # reference lattice and strain
     Bl = np.stack([a1, a2], axis=1)

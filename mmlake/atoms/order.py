@@ -28,8 +28,6 @@ Per chip (all computed in one pass over (column, chip) pairs, ``np.bincount``):
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 #: Columns of the ``chip_order`` frame (after ``chip_index``), in order.
@@ -99,10 +97,9 @@ def chip_order(columns, grid, pixel_size_nm: float | None = None, *, window_px: 
     n_chips = grid.n_chips
     y, x = _col(columns, "y_px"), _col(columns, "x_px")
     amin = _reference_spacing(columns, basis_px)
-    if window_px is None:
-        window_px = max(24.0, 4.5 * _reference_spacing(columns, basis_px, longest=True)) if np.isfinite(amin) else 24.0
-    if not (np.isfinite(window_px) and window_px > 0):
+    if window_px is not None and not (np.isfinite(window_px) and window_px > 0):
         raise ValueError(f"window_px must be a positive number of pixels, got {window_px!r}")
+    window_px = effective_window_px(columns, grid, window_px, basis_px)
     ci, chip = _pairs(y, x, grid, window_px)
 
     def s(v, m=None):
@@ -162,6 +159,15 @@ def chip_order(columns, grid, pixel_size_nm: float | None = None, *, window_px: 
     return pl.DataFrame(data).fill_nan(None).select(ORDER_FIELDS)
 
 
+def effective_window_px(columns, grid, window_px: float | None = None, basis_px=None) -> float:
+    """The side of the chip-centred window :func:`chip_order` uses: ``max(window_px, chip_px)``,
+    ``window_px`` defaulting to ``max(24, 4.5 x the longer reference basis vector)``."""
+    if window_px is None:
+        a = _reference_spacing(columns, basis_px, longest=True)
+        window_px = max(24.0, 4.5 * a) if np.isfinite(a) else 24.0
+    return float(max(float(window_px), float(grid.chip_px)))
+
+
 def _reference_spacing(columns, basis_px=None, longest: bool = False) -> float:
     """|a|min (or |a|max) of the reference basis: given, else the median local basis of fitting columns."""
     if basis_px is not None:
@@ -177,5 +183,3 @@ def _reference_spacing(columns, basis_px=None, longest: bool = False) -> float:
     return max(a, b) if longest else min(a, b)
 
 
-def order_params(window_px: float | None) -> dict[str, Any]:
-    return {"window_px": window_px, "disorder_rms_ref": DISORDER_RMS_REF, "intensity_cv": "1.4826 MAD / median"}

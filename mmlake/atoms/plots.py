@@ -64,8 +64,7 @@ def order_map(order, n_rows: int, n_cols: int, parameter: str = "disorder", titl
         raise ValueError(f"order has {len(order)} rows for a {n_rows}x{n_cols} grid")
     v = order.sort("chip_index")[parameter].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(n_rows, n_cols)
     fig, ax = _fig(size_in * min(1.6, n_cols / max(n_rows, 1)) + 0.8, size_in)
-    cmap = __import__("matplotlib").colormaps["magma"].copy()
-    cmap.set_bad("#9e9e9e")
+    cmap = __import__("matplotlib").colormaps["magma"].with_extremes(bad="#9e9e9e")
     finite = v[np.isfinite(v)]
     vmin, vmax = (0.0, 1.0) if parameter in ("disorder", "lattice_fraction") else (
         (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0))

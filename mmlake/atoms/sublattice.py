@@ -44,8 +44,10 @@ def assign_sublattices(
     li = np.log(np.clip(inten, 1e-12 * max(float(np.max(inten, initial=1.0)), 1e-300), None))
     nb = np.where(fs >= 0, li[np.clip(fs, 0, max(n - 1, 0))], np.nan) if n else np.zeros((0, 4))
     cnt = np.isfinite(nb).sum(axis=1)
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(np.where(cnt[:, None] >= 2, nb, np.nan), axis=1) if n else np.zeros(0)
+    med = np.full(n, np.nan)
+    two_plus = cnt >= 2
+    if two_plus.any():
+        med[two_plus] = np.nanmedian(nb[two_plus], axis=1)
     c = np.where(cnt >= 2, li - med, np.nan)
     labels = np.full(n, "A", dtype=object)
     ok = np.isfinite(c)
