@@ -496,3 +496,69 @@ CREATE TABLE IF NOT EXISTS encoder_models (
     trained_at         TIMESTAMPTZ,
     materialization_id VARCHAR NOT NULL
 );
+
+-- ============================================================================================
+-- Atomic columns and order parameters (asset `atom_columns`, mmlake.atoms). Per session: one row
+-- per column found in the HAADF image (pixels and nm; y = row, down; x = column, right; the image the
+-- chip grid covers, scan-line corrected) and one row per chip of the order parameters computed from
+-- the columns in a window centred on the chip. All columns but the keys are nullable.
+CREATE TABLE IF NOT EXISTS atom_columns (
+    session_id          VARCHAR NOT NULL,
+    column_index        INTEGER NOT NULL,   -- 0..n-1, sorted by (y, x)
+    y_px                DOUBLE,
+    x_px                DOUBLE,
+    y_nm                DOUBLE,             -- NULL without a pixel size
+    x_nm                DOUBLE,
+    chip_index          INTEGER,            -- chip holding the column (row * n_cols + col); NULL outside the grid
+    amplitude           DOUBLE,             -- fitted Gaussian peak above the local background
+    sigma_px            DOUBLE,
+    intensity           DOUBLE,             -- 2 pi amplitude sigma^2
+    background          DOUBLE,
+    fit_ok              BOOLEAN,
+    sublattice          VARCHAR,            -- 'A' (bright) / 'B' (dim); all 'A' when one kind of column is found
+    sublattice_contrast DOUBLE,             -- ln I - median ln I of the first-shell neighbours
+    nn_distance_px      DOUBLE,
+    nn_distance_nm      DOUBLE,
+    lattice_fit         BOOLEAN,            -- the column's neighbours index a local lattice
+    n_neighbours        INTEGER,
+    lattice_residual_px DOUBLE,
+    displacement_y_px   DOUBLE,             -- observed - ideal position from the neighbours' local lattice
+    displacement_x_px   DOUBLE,
+    displacement_px     DOUBLE,
+    displacement_nm     DOUBLE,
+    a1_y_px             DOUBLE,             -- local basis vectors
+    a1_x_px             DOUBLE,
+    a2_y_px             DOUBLE,
+    a2_x_px             DOUBLE,
+    strain_exx          DOUBLE,             -- vs the image's median lattice
+    strain_eyy          DOUBLE,
+    strain_exy          DOUBLE,
+    rotation_deg        DOUBLE,             -- counter-clockwise on screen
+    materialization_id  VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS chip_order (
+    session_id           VARCHAR NOT NULL,
+    chip_index           INTEGER NOT NULL,   -- row * n_cols + col
+    row                  INTEGER,
+    col                  INTEGER,
+    n_columns            INTEGER,            -- columns in the chip-centred window
+    n_lattice            INTEGER,            -- of which their local lattice fits
+    lattice_fraction     DOUBLE,
+    rms_displacement_px  DOUBLE,             -- RMS distance from the locally fitted ideal lattice
+    rms_displacement_nm  DOUBLE,
+    rms_displacement_rel DOUBLE,             -- over the reference lattice spacing (Lindemann-like)
+    nn_distance_mean_px  DOUBLE,
+    nn_distance_mean_nm  DOUBLE,
+    nn_distance_cv       DOUBLE,             -- std / mean of nearest-neighbour distances
+    intensity_cv_a       DOUBLE,             -- robust CV (1.4826 MAD / median) of A-site intensities
+    intensity_cv_b       DOUBLE,
+    strain_exx           DOUBLE,
+    strain_eyy           DOUBLE,
+    strain_exy           DOUBLE,
+    rotation_deg         DOUBLE,
+    strain_spread        DOUBLE,             -- std of the dilatation over the window's fitting columns
+    disorder             DOUBLE,             -- 0 perfect lattice .. 1 no lattice (mmlake.atoms.order)
+    window_px            DOUBLE,
+    materialization_id   VARCHAR NOT NULL
+);
