@@ -336,13 +336,14 @@ def write_thumbnails(lake, result, session_id: str, row: int, col: int, out: str
     g = query_chip(lake, session_id, row, col)
     keys = [(session_id, g["chip_index"])] + list(zip(result["session_id"].to_list(), result["chip_index"].to_list()))
     imgs = chip_images(lake, keys)
-    labels = [f"query\n{session_id}\n(row {row}, col {col})"] + [
+    short = session_id if len(session_id) <= 30 else session_id[:14] + "..." + session_id[-13:]
+    labels = [f"query\n{short}\n(row {row}, col {col})"] + [
         f"#{r['rank']}  cos {r['similarity']:.3f}\n{r['campaign']}\n{r['role'] or 'no role'} (r{r['row']}, c{r['col']})"
         for r in result.iter_rows(named=True)]
     n = len(keys)
     cols = min(6, n)
     rows_ = -(-n // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(2.2 * cols, 2.6 * rows_), squeeze=False)
+    fig, axes = plt.subplots(rows_, cols, figsize=(2.5 * cols, 3.1 * rows_), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, (k, lab) in enumerate(zip(keys, labels)):
@@ -352,7 +353,7 @@ def write_thumbnails(lake, result, session_id: str, row: int, col: int, out: str
         else:
             ax.text(0.5, 0.5, "no HAADF", ha="center", va="center")
         ax.set_title(lab, fontsize=7, color="C3" if i == 0 else "black")
-    fig.tight_layout()
+    fig.tight_layout(pad=1.4)
     png = out.with_suffix(".png")
     fig.savefig(png, dpi=110)
     plt.close(fig)
