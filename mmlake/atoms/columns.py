@@ -6,16 +6,23 @@ polars frame (one row per column, pixels and nm) that the ``atom_columns`` table
 
 Steps of :func:`locate_columns`:
 
-1. sigma: ``sigma_px`` if given, else the LoG estimate (:func:`mmlake.atoms.detect.estimate_sigma_px`);
-2. background, noise, candidates (local maxima above ``k_noise`` x noise and ``rel_threshold`` x the
-   99th-percentile peak height, at least ``min_separation_px`` apart; default ``1.5 sigma``, below
-   which two Gaussian columns no longer give two maxima);
-3. batched Gaussian fits with neighbour subtraction (:mod:`mmlake.atoms.refine`);
-4. when sigma was estimated, candidates and fits are redone once with the median fitted sigma;
-5. a residual pass: peaks of ``image - background - fitted columns`` above the same thresholds (a
-   faint column on a bright neighbour's shoulder shows only there) are added and everything refitted;
+1. scan-line jitter (``scan_correction``): per-row x offsets against the image smoothed across
+   rows (:mod:`mmlake.atoms.scan`), rows shifted back;
+2. sigma: ``sigma_px`` if given, else the LoG estimate (:func:`mmlake.atoms.detect.estimate_sigma_px`)
+   refined by the median width of the bright columns of a 512 px central crop fitted with free width;
+3. candidates: local maxima of ``-LoG`` at ``log_scale x sigma`` above ``k_candidate`` x its noise,
+   at least ``min_separation_px`` apart (default ``max(2, sigma)``): generous, resolution first;
+4. batched Gaussian fits (:mod:`mmlake.atoms.refine`, width fixed at sigma); a candidate is a
+   column when its fitted amplitude is at least ``k_noise`` matched-filter standard errors and
+   ``rel_threshold`` of the 99th-percentile amplitude;
+5. with scan correction, the fitted columns rendered are a jitter-free model of the image: the row
+   offsets are refined against it (each row against its own model row), and candidates and fits
+   (``passes`` rounds of neighbour subtraction) are redone on the re-corrected image;
 6. fitted centres closer than ``0.5 sigma`` are merged (the brighter kept); columns whose centre left
    the image are dropped.
+
+Coordinates are those of the scan-corrected image (the sample's frame): pixel centres at integers,
+``y`` = row (down), ``x`` = column (right).
 """
 
 from __future__ import annotations
@@ -115,9 +122,9 @@ def locate_columns(
             if min_separation_px is None:
                 sep = max(2.0, 1.0 * s)
     rc = candidates(img, s, sep)
-    # with scan correction this fit only models the image for the row-offset refinement: one pass
-    # of neighbour subtraction is enough there
-    fit = fit_columns(img, rc, s, passes=min(passes, 1) if scan_correction else passes, radius_sigma=radius_sigma,
+    # with scan correction this fit only models the image for the row-offset refinement: no
+    # neighbour-subtraction passes needed there
+    fit = fit_columns(img, rc, s, passes=0 if scan_correction else passes, radius_sigma=radius_sigma,
                       noise=noise, prune=prune)
     keep = _significant(fit, noise, k_noise, rel_threshold)
     if scan_correction and keep.sum() >= 10:
@@ -127,9 +134,10 @@ def locate_columns(
 
         model = render(img0.shape, fit.y[keep], fit.x[keep], fit.amplitude[keep], fit.sigma[keep],
                        max(2, int(np.ceil(3 * s))))
-        offsets = row_jitter(img0, max_shift_px=max_jitter_px, reference=model, start=offsets)
-        img = correct_rows(img0, offsets)
-        rc = candidates(img, s, sep)
+        new_offsets = row_jitter(img0, max_shift_px=max_jitter_px, reference=model, start=offsets)
+        img = correct_rows(img0, new_offsets)
+        rc = candidates(img, s, sep)  # fresh candidates and fits on the corrected image
+        offsets = new_offsets
         fit = fit_columns(img, rc, s, passes=passes, radius_sigma=radius_sigma, noise=noise, prune=prune)
         keep = _significant(fit, noise, k_noise, rel_threshold)
     keep &= _merge(fit, 0.5 * s) & (fit.y >= -0.5) & (fit.y <= img.shape[0] - 0.5) \

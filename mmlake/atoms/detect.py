@@ -27,7 +27,7 @@ def _ndi():
     return ndimage
 
 
-def estimate_sigma_px(image: np.ndarray, lo: float = 0.7, hi: float = 8.0, n: int = 22) -> float:
+def estimate_sigma_px(image: np.ndarray, lo: float = 0.7, hi: float = 8.0, n: int = 16) -> float:
     """Column Gaussian sigma (px) from scale-normalised LoG responses (see module docstring).
 
     The response at each scale is the mean of the strongest 10 % of its local maxima; the answer is
@@ -117,7 +117,12 @@ def find_peaks(
     mx = (L == ndi.maximum_filter(L, size=3)) & (L > 0)
     vals = L[mx]
     ref = float(np.percentile(vals, 99)) if vals.size else 0.0
-    thr = max(k_noise * noise * log_noise_gain(scale_px), rel_threshold * ref, 1e-12 * max(ref, 1e-300))
+    # floor: numerical ripples of a flat image are not columns
+    span = float(np.ptp(img)) if img.size else 0.0
+    if not span > 1e-12 * float(np.abs(img).max(initial=0.0)):
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    floor = 1e-6 * span * log_noise_gain(scale_px)
+    thr = max(k_noise * noise * log_noise_gain(scale_px), rel_threshold * ref, floor, 1e-300)
     keep = mx & (L > thr)
     rc = np.argwhere(keep)
     hts = L[keep]

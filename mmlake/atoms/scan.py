@@ -6,7 +6,7 @@ averages the slivers but detection sees several maxima per column.
 all rows in one call) with a reference, the image smoothed across rows (a Gaussian along y averages
 the independent offsets of neighbouring lines); the offset is the sub-pixel (parabolic) maximum
 within ``+-max_shift_px``; rows without structure (normalised correlation below ``min_corr``) get 0.
-Up to four rounds, each against the reference of the image corrected so far; the median offset is
+Up to three rounds, each against the reference of the image corrected so far; the median offset is
 removed (a global shift is not jitter). Given a jitter-free model of the image instead (the fitted
 columns rendered), one round against it refines the offsets: each row then meets its own row of the
 model, not a blur of its jittered neighbours. :func:`correct_rows` applies the offsets by Fourier
@@ -61,7 +61,7 @@ def _row_lags(a: np.ndarray, b: np.ndarray, m: int, min_corr: float) -> np.ndarr
 
 def row_jitter(
     image: np.ndarray, *, max_shift_px: float = 3.0, sigma_y_px: float = 1.0, min_corr: float = 0.3,
-    rounds: int = 4, reference: np.ndarray | None = None, start: np.ndarray | None = None,
+    rounds: int = 3, reference: np.ndarray | None = None, start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-row x offsets (px, float64 (H,)) such that ``correct_rows(image, offsets)`` undoes them.
 
