@@ -33,7 +33,7 @@ def column_overlay(image: np.ndarray, columns, title: str = "", *, max_columns: 
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0, 1)
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
     n = len(columns)
-    ms = float(np.clip(300.0 / np.sqrt(max(n, 1)), 0.4, 4.0))
+    ms = float(np.clip(180.0 / np.sqrt(max(n, 1)), 0.3, 4.0))
     if n:
         cols = columns if n <= max_columns else columns.sample(max_columns, seed=0)
         y, x = cols["y_px"].to_numpy(), cols["x_px"].to_numpy()
