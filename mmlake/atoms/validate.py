@@ -208,6 +208,8 @@ def evaluate_atomagined(files, keys=("raw", "clean", "blbk1"), match_px: float =
                   "recall_detectable": t["det_matched"] / max(t["det_truth"], 1),
                   "detectable_share": t["det_truth"] / max(t["truth"], 1),
                   "rms_projected": float(np.sqrt(np.mean(ep ** 2))) if ep.size else None,
+                  "median_projected": float(np.median(ep)) if ep.size else None,
+                  "median_image": float(np.median(ei)) if ei.size else None,
                   "rms_projected_single": float(np.sqrt(np.mean(es ** 2))) if es.size else None,
                   "n_single": int(es.size),
                   "rms_image": float(np.sqrt(np.mean(ei ** 2))) if ei.size else None, "n_image": int(ei.size)}
@@ -330,7 +332,8 @@ def main(argv=None) -> int:  # pragma: no cover - prints the validation tables
                       f"{v['detectable_share']:.3f} of truth) {v['recall_detectable']:.4f} | RMS px: projected "
                       f"{v['rms_projected']:.3f}, projected single-atom-position columns {v['rms_projected_single']:.3f}"
                       f" (n={v['n_single']}), vs raw-image peak {v['rms_image'] if v['rms_image'] is None else round(v['rms_image'], 3)}"
-                      f" (n={v['n_image']})")
+                      f" (n={v['n_image']}) | median px: projected {v['median_projected']:.3f}, raw-image peak "
+                      f"{v['median_image'] if v['median_image'] is None else round(v['median_image'], 3)}")
     if not a.skip_demo:
         t0 = time.perf_counter()
         tab = demo_chip_table()
