@@ -38,7 +38,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="mmlake-steps-"))
     lake = Lake(root / "lake").ensure()
-    manifest = register_source(lake, make_tiny_session(root / "s", sample="tiny"))
+    manifest = register_source(lake, make_tiny_session(root / "s", sample="tiny")).manifest
     (root / "dh").mkdir()
     (root / "dh" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(root / "dh")
