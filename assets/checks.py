@@ -7,8 +7,9 @@
 - `rows_have_materialization` (on the last session asset): every row of this session in every lake
   table with a `materialization_id` points at a ledger row (anti-join), and at a current one.
 - `compositions_sum_to_100` (on the descriptors asset, once it exists): per (method, modality,
-  region) the atomic percents of `region_composition` sum to 100 (NULL-only groups, regions without
-  counts, are skipped; a group with some NULLs fails). An empty or missing table passes, saying so.
+  region) the atomic percents of `region_composition` sum to 100, whole and core figures
+  (mmlake.descriptors.checks): a region whose composition is NULL passes only when its summed
+  spectrum has no counts; a group with some NULLs fails. An empty or missing table passes, saying so.
 
 The SQL lives in plain functions (`chip_grid_problems`, `orphan_rows`, `composition_problems`) that
 tests call on a lake directly. `build_asset_checks(SESSION_ASSETS)` attaches the checks to whichever
@@ -32,6 +33,7 @@ from dagster import (
     asset_check,
 )
 
+from mmlake.descriptors.checks import composition_problems as _composition_problems
 from mmlake.lake import Lake
 from resources.lake import LakeResource
 
@@ -121,34 +123,13 @@ def orphan_rows(lake: Lake, session_id: str | None) -> dict[str, dict[str, int]]
     return out
 
 
-def composition_problems(lake: Lake, session_id: str | None, tol: float = COMPOSITION_TOLERANCE
+def composition_problems(lake: Lake, session_id: str | None, tol: float | None = None
                          ) -> tuple[list[str], dict[str, Any]]:
-    """Groups of region_composition whose atomic percents do not sum to 100 +- tol."""
-    if not _table_exists(lake, "region_composition"):
-        return [], {"note": "no region_composition table yet"}
-    where = "where session_id = ?" if session_id else ""
-    groups = lake.query(
-        f"select session_id, method, modality, region, count(*) as n, count(atomic_percent) as n_valid, "
-        f"sum(atomic_percent) as total from region_composition {where} group by all order by all",
-        [session_id] if session_id else [],
-    ).to_dicts()
-    if not groups:
-        return [], {"note": "no region_composition rows for this session yet"}
-    problems, worst = [], 0.0
-    for g in groups:
-        label = f"{g['session_id']} {g['method']}/{g['modality']} region {g['region']}"
-        if g["n_valid"] == 0:
-            continue  # a region without counts: NULL by convention
-        if g["n_valid"] < g["n"]:
-            problems.append(f"{label}: {g['n'] - g['n_valid']} of {g['n']} elements NULL")
-            continue
-        worst = max(worst, abs(g["total"] - 100.0))
-        if abs(g["total"] - 100.0) > tol:
-            problems.append(f"{label}: atomic percents sum to {g['total']:.3f}")
-    return problems, {"groups": len(groups), "max_abs_deviation": round(worst, 6)}
+    """mmlake.descriptors' sum check (whole and core figures; a NULL composition with counts fails) at
+    this deployment's tolerance ($MMLAKE_COMPOSITION_TOLERANCE, default 0.5 at.%)."""
+    return _composition_problems(lake, session_id, COMPOSITION_TOLERANCE if tol is None else tol)
 
 
-# ------------------------------------------------------------------ Dagster checks
 def _result(problems: list[str], meta: dict[str, Any], severity=AssetCheckSeverity.ERROR) -> AssetCheckResult:
     md = {k: (MetadataValue.int(v) if isinstance(v, int) else MetadataValue.float(v) if isinstance(v, float)
               else MetadataValue.text(str(v))) for k, v in meta.items()}
