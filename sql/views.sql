@@ -199,38 +199,63 @@ FROM sessions AS s;
 
 -- The ordered-vs-disordered shift per sample x dose across its acquisitions (maps): mean, spread
 -- (sample standard deviation; NULL with one acquisition) and range of percent_diff, per method,
--- modality and element. The per-acquisition figures are in composition_shift.
+-- modality and element, from the regions' core chips (basis 'core') where every acquisition has them,
+-- else whole regions ('whole'); percent_diff_whole_mean is the whole-region mean either way. The
+-- per-acquisition figures are in composition_shift; the pooled interval is in composition_shift_pair.
 --     select * from shift_by_pair where element = 'O' and modality = 'ensemble' order by campaign, sample, dose_dpa
 CREATE OR REPLACE VIEW shift_by_pair AS
 SELECT
     s.campaign, s.sample, s.sample_key, s.dose_dpa, o.method, o.modality, o.element,
+    -- core figures (the regions' core chips) where every acquisition has them, else whole regions
+    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN 'core' ELSE 'whole' END AS basis,
     count(DISTINCT o.session_id)            AS n_acquisitions,
-    avg(o.percent_diff)                     AS percent_diff_mean,
-    stddev_samp(o.percent_diff)             AS percent_diff_sd,
-    min(o.percent_diff)                     AS percent_diff_min,
-    max(o.percent_diff)                     AS percent_diff_max,
-    avg(o.percent_diff_renorm)              AS percent_diff_renorm_mean,
-    stddev_samp(o.percent_diff_renorm)      AS percent_diff_renorm_sd,
+    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN avg(o.percent_diff_core)
+         ELSE avg(o.percent_diff) END       AS percent_diff_mean,
+    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN stddev_samp(o.percent_diff_core)
+         ELSE stddev_samp(o.percent_diff) END AS percent_diff_sd,
+    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN min(o.percent_diff_core)
+         ELSE min(o.percent_diff) END       AS percent_diff_min,
+    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN max(o.percent_diff_core)
+         ELSE max(o.percent_diff) END       AS percent_diff_max,
+    CASE WHEN bool_and(o.percent_diff_renorm_core IS NOT NULL) THEN avg(o.percent_diff_renorm_core)
+         ELSE avg(o.percent_diff_renorm) END AS percent_diff_renorm_mean,
+    CASE WHEN bool_and(o.percent_diff_renorm_core IS NOT NULL) THEN stddev_samp(o.percent_diff_renorm_core)
+         ELSE stddev_samp(o.percent_diff_renorm) END AS percent_diff_renorm_sd,
+    avg(o.percent_diff)                     AS percent_diff_whole_mean,
     list(o.session_id ORDER BY o.session_id) AS session_ids
 FROM ordered_disordered_shift AS o
 JOIN sessions AS s USING (session_id)
-GROUP BY ALL;
+GROUP BY s.campaign, s.sample, s.sample_key, s.dose_dpa, o.method, o.modality, o.element;
 
 -- Region composition per sample x dose across acquisitions: mean and spread of each role's
--- chip-weighted composition (regions of one segmentation), per method, modality and element.
+-- chip-weighted composition (regions of one segmentation), per method, modality and element: core
+-- chips where the role has any (basis 'core'), else all its chips; atomic_percent_whole_mean always
+-- from all chips. Intervals pooled over acquisitions: role_descriptors_pair.
 CREATE OR REPLACE VIEW role_composition_by_pair AS
-WITH per_session AS (
+WITH per_region AS (
     SELECT s.campaign, s.sample, s.sample_key, s.dose_dpa, r.session_id, r.method, r.modality, r.role,
-           c.element, sum(c.atomic_percent * r.n_chips) / sum(r.n_chips) AS atomic_percent
+           c.element, r.n_chips, r.n_core_chips, c.atomic_percent, c.atomic_percent_core
     FROM regions AS r
     JOIN region_composition AS c
         ON c.session_id = r.session_id AND c.method = r.method AND c.modality = r.modality AND c.region = r.region
     JOIN sessions AS s ON s.session_id = r.session_id
     WHERE c.atomic_percent IS NOT NULL
+), per_session AS (
+    -- chip-weighted over the role's regions: core chips where the role has any, else all its chips
+    SELECT campaign, sample, sample_key, dose_dpa, session_id, method, modality, role, element,
+           CASE WHEN sum(CASE WHEN atomic_percent_core IS NOT NULL THEN n_core_chips ELSE 0 END) > 0
+                THEN sum(atomic_percent_core * n_core_chips) FILTER (WHERE atomic_percent_core IS NOT NULL)
+                     / sum(n_core_chips) FILTER (WHERE atomic_percent_core IS NOT NULL)
+                ELSE sum(atomic_percent * n_chips) / sum(n_chips) END AS atomic_percent,
+           CASE WHEN sum(CASE WHEN atomic_percent_core IS NOT NULL THEN n_core_chips ELSE 0 END) > 0
+                THEN 'core' ELSE 'whole' END AS basis,
+           sum(atomic_percent * n_chips) / sum(n_chips) AS atomic_percent_whole
+    FROM per_region
     GROUP BY ALL
 )
 SELECT campaign, sample, sample_key, dose_dpa, method, modality, role, element,
+       string_agg(DISTINCT basis, '+' ORDER BY basis) AS basis,
        count(DISTINCT session_id) AS n_acquisitions, avg(atomic_percent) AS atomic_percent_mean,
-       stddev_samp(atomic_percent) AS atomic_percent_sd
+       stddev_samp(atomic_percent) AS atomic_percent_sd, avg(atomic_percent_whole) AS atomic_percent_whole_mean
 FROM per_session
 GROUP BY ALL;
