@@ -165,7 +165,9 @@ def is_empty_sql(query: str) -> bool:
 
 
 def cmd_sql(args) -> int:
-    lake = Lake(args.lake)  # main() has checked that the lake exists
+    # main() has checked that the lake exists; a DuckLake lake hardens its own read-only instance
+    # (its Parquet folder stays readable), so --allow-files and --as-of go to the Lake
+    lake = Lake(args.lake, as_of=args.as_of, allow_files=args.allow_files)
     if is_empty_sql(args.query):
         raise CliError("the query is empty (only whitespace or comments); for example: "
                        "mmlake sql \"select * from session_catalog\"")
@@ -442,6 +444,39 @@ def cmd_suggest(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `mmlake` command. Called as the console script (``argv`` None), it ends the process as
+    soon as the work is done (`exit_now`): the interpreter's own shutdown (garbage-collecting torch,
+    dask, Dagster and a few hundred modules) took 4-5 s and does nothing a finished command needs.
+    Called with ``argv`` (tests, notebooks) it returns the exit status."""
+    try:
+        code = _main(argv)
+    except SystemExit as exc:  # argparse: --help, a bad option
+        if argv is not None:
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    if argv is None:
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> None:
+    """Flush stdout/stderr and the logging handlers, then end the process with ``os._exit(code)``,
+    skipping the interpreter's slow teardown. The lake's DuckDB connections are per call (closed by
+    then), Dagster's run storage commits each event as it is written."""
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe: nothing left to say
+            pass
+    logging.shutdown()
+    os._exit(int(code))
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmlake", description="multi-modal materials data lake")
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -473,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-files", action="store_true",
                    help="let the query read and write files (COPY ... TO, read_csv, read_text, ATTACH ...); "
                         "by default the query sees only the lake's tables and views")
+    p.add_argument("--as-of", metavar="TIMESTAMP", default=None,
+                   help="DuckLake catalogs: query the lake as it was at TIMESTAMP (e.g. 2026-05-01T14:30:00, "
+                        "UTC unless an offset is given); replaced rows are also in history.<table>")
     p.set_defaults(func=cmd_sql)
     p = sub.add_parser("report", help="write the interactive HTML report of a campaign")
     p.add_argument("campaign")

@@ -248,12 +248,12 @@ def child(folder: str) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=sample_rss, daemon=True).start()
-    from assets.cli import main
+    from assets.cli import exit_now, main
 
     sys.argv = ["mmlake", "ingest", folder]
     rc = 0
     try:
-        main()
+        rc = main(sys.argv[1:])  # with argv main returns; the console script ends with exit_now, as below
     except SystemExit as exc:
         rc = int(exc.code or 0)
     clock.leave()
@@ -262,6 +262,7 @@ def child(folder: str) -> None:
                       "rss_by_step": rss_by_step,
                       "wall_in_process": time.perf_counter() - t_start, "peak_rss_mb": ru.ru_maxrss / 1024}),
           flush=True)
+    exit_now(rc)  # as `mmlake` itself ends (assets.cli.main)
 
 
 # --- the parent --------------------------------------------------------------------------------------
