@@ -1,4 +1,5 @@
-"""Asset `atom_columns`: atomic columns and per-chip order parameters of every acquisition's HAADF image."""
+"""Assets `atom_columns` (atomic columns and per-chip order parameters of every acquisition's HAADF
+image) and `region_order` (those parameters per segmented region, and disordered vs ordered)."""
 
 import time
 
@@ -6,7 +7,8 @@ import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from assets.common import SessionPart, begin, png_md, write_result
+from assets.common import SessionPart, begin, png_md, table_md, write_result
+from assets.descriptors import region_descriptors
 from assets.ingest import chips
 from assets.partitions import session_partitions
 from mmlake.codeversion import module_code_version
@@ -78,3 +80,59 @@ def _columns_session(context: AssetExecutionContext, lk, sid: str) -> SessionPar
     }
     return SessionPart({"atom_columns": cols, "chip_order": order}, params, meta)
 
+
+
+REGION_ORDER_VERSION = module_code_version(__name__, "region_order")
+
+
+@asset(
+    partitions_def=session_partitions, group_name="descriptors", code_version=REGION_ORDER_VERSION,
+    deps=[atom_columns, region_descriptors], kinds={"numpy", "duckdb"}, owners=["team:microscopy"],
+    description="Order parameters per region of every segmentation (and of the ground truth where the "
+                "session has one): the mean of each chip_order parameter over the region's chips with a "
+                "95 % bootstrap interval over chips (table `region_order`), and the disordered film "
+                "against the ordered film per parameter: ratio of means with its interval and a "
+                "significance flag (table `order_contrast`; view `order_contrast_by_session`).",
+)
+def region_order(context: AssetExecutionContext, lake: LakeResource):
+    lk = lake.lake()
+    step = begin(context, lk, ["atom_columns", "region_descriptors"])
+    parts = {sid: _region_order_session(context, lk, sid) for sid in step.session_ids}
+    return write_result(context, step, code_version=REGION_ORDER_VERSION, parts=parts)
+
+
+#: bootstrap of region_order: resamples and seed (the intervals are a pure function of the inputs)
+REGION_ORDER_BOOT = {"n_boot": 400, "level": 0.95, "seed": 0}
+
+
+def _region_order_session(context: AssetExecutionContext, lk, sid: str) -> SessionPart:
+    from mmlake.atoms import segmentation_order
+    from mmlake.descriptors.lake import labels_by_segmentation
+
+    order = lk.query("select * from chip_order where session_id = ? order by chip_index", [sid])
+    if order.is_empty():
+        context.log.info(f"{sid}: no chip order (no HAADF image); no region order")
+        return SessionPart({"region_order": pl.DataFrame(), "order_contrast": pl.DataFrame()},
+                           {"status": "absent"}, {"region_order": MetadataValue.text("session has no chip order")})
+    n = len(order)
+    labels = lk.query("select method, modality, chip_index, label from segment_labels where session_id = ?", [sid])
+    truth = lk.query("select chip_index, truth_label as label from chips where session_id = ? "
+                     "and truth_label is not null", [sid])
+    if len(truth) == n:
+        labels = pl.concat([labels.select("method", "modality", pl.col("chip_index").cast(pl.Int64),
+                                          pl.col("label").cast(pl.Int64)),
+                            truth.select(pl.lit("truth").alias("method"), pl.lit("truth").alias("modality"),
+                                         pl.col("chip_index").cast(pl.Int64), pl.col("label").cast(pl.Int64))])
+    segs = labels_by_segmentation(labels, n)
+    roles = lk.query("select method, modality, region, role from regions where session_id = ?", [sid])
+    t0 = time.perf_counter()
+    regions, contrast = segmentation_order(segs, roles, order, **REGION_ORDER_BOOT)
+    seconds = time.perf_counter() - t0
+    regions = regions.with_columns(pl.lit(sid).alias("session_id")) if len(regions) else regions
+    contrast = contrast.with_columns(pl.lit(sid).alias("session_id")) if len(contrast) else contrast
+    show = contrast.filter(pl.col("parameter").is_in(["disorder", "rms_displacement_nm"])).select(
+        "method", "modality", "parameter", "ratio", "ci_low", "ci_high", "significant") if len(contrast) else contrast
+    context.log.info(f"{sid}: order of {len(segs)} segmentations' regions in {seconds:.1f} s")
+    return SessionPart({"region_order": regions, "order_contrast": contrast},
+                       {**REGION_ORDER_BOOT, "segmentations": sorted(f"{m}/{mod}" for m, mod in segs)},
+                       {"disordered_vs_ordered": table_md(show, 24), "seconds": MetadataValue.float(round(seconds, 2))})

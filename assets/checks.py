@@ -207,7 +207,7 @@ def _build_asset_checks(assets: Sequence[AssetsDefinition]) -> list:
 
         @asset_check(asset=key, partitions_def=a.partitions_def, name="compositions_sum_to_100",
                      description="Per method/modality/region, region_composition atomic percents sum "
-                                 f"to 100 +- {COMPOSITION_TOLERANCE} (NULL-only regions skipped).")
+                                 f"to 100 +- {COMPOSITION_TOLERANCE} (whole and core; a NULL composition with counts fails).")
         def compositions_sum_to_100(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
             lk = lake.lake()
             problems, meta = [], {}

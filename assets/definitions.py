@@ -6,7 +6,7 @@ import os
 
 from dagster import Definitions, define_asset_job, multiprocess_executor
 
-from assets.atoms import atom_columns
+from assets.atoms import atom_columns, region_order
 from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource
 from assets.descriptors import campaign_reports, region_descriptors
 from assets.features import eds_features, haadf_embeddings
@@ -23,7 +23,7 @@ from assets.schedules import JOBS as SCHEDULED_JOBS, SCHEDULES
 from assets.sensors import landing_sensor
 
 SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, atom_columns, *SEGMENTATION_ASSETS, agreement,
-                  region_descriptors]
+                  region_descriptors, region_order]
 
 session_job = define_asset_job(
     "session_job", selection=SESSION_ASSETS, partitions_def=session_partitions,

@@ -562,3 +562,46 @@ CREATE TABLE IF NOT EXISTS chip_order (
     window_px            DOUBLE,
     materialization_id   VARCHAR NOT NULL
 );
+
+-- Order parameters per region (asset `region_order`, mmlake.atoms.region): per session x
+-- segmentation (method, modality; method 'truth' = the generator's ground truth) x region x
+-- chip_order parameter, the mean over the region's chips with a percentile bootstrap interval over
+-- chips (n_boot resamples, seed: a pure function of the inputs). NULL interval: < 3 chips.
+CREATE TABLE IF NOT EXISTS region_order (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    modality           VARCHAR NOT NULL,
+    region             INTEGER NOT NULL,
+    role               VARCHAR,            -- the region's role (regions.role)
+    parameter          VARCHAR NOT NULL,   -- a chip_order column (disorder, rms_displacement_nm, ...)
+    n_chips            INTEGER,            -- chips of the region that carry the parameter
+    mean               DOUBLE,
+    ci_low             DOUBLE,
+    ci_high            DOUBLE,
+    level              DOUBLE,
+    n_boot             INTEGER,
+    seed               INTEGER,
+    materialization_id VARCHAR NOT NULL
+);
+
+-- "The disordered film has N times the column displacement of the ordered film": per session x
+-- segmentation x parameter, mean over every film_disordered chip / mean over every film_ordered chip
+-- (regions of one role pooled), bootstrap interval of the ratio; significant = interval excludes 1.
+CREATE TABLE IF NOT EXISTS order_contrast (
+    session_id         VARCHAR NOT NULL,
+    method             VARCHAR NOT NULL,
+    modality           VARCHAR NOT NULL,
+    parameter          VARCHAR NOT NULL,
+    disordered_mean    DOUBLE,
+    ordered_mean       DOUBLE,
+    ratio              DOUBLE,
+    ci_low             DOUBLE,
+    ci_high            DOUBLE,
+    significant        BOOLEAN,
+    n_disordered       INTEGER,
+    n_ordered          INTEGER,
+    level              DOUBLE,
+    n_boot             INTEGER,
+    seed               INTEGER,
+    materialization_id VARCHAR NOT NULL
+);

@@ -259,3 +259,17 @@ SELECT campaign, sample, sample_key, dose_dpa, method, modality, role, element,
        stddev_samp(atomic_percent) AS atomic_percent_sd, avg(atomic_percent_whole) AS atomic_percent_whole_mean
 FROM per_session
 GROUP BY ALL;
+
+-- Disordered vs ordered film order parameters with campaign, sample and dose, next to the O shift of
+-- the same segmentation (composition_shift, core figures):
+--     select campaign, sample, dose_dpa, parameter, ratio, ci_low, ci_high, o_shift_pct
+--     from order_contrast_by_session where method = 'fewshot' and modality = 'ensemble'
+CREATE OR REPLACE VIEW order_contrast_by_session AS
+SELECT s.campaign, s.sample, s.dose_dpa, s.dose_key, s.sample_key, c.session_id, c.method, c.modality,
+       c.parameter, c.disordered_mean, c.ordered_mean, c.ratio, c.ci_low, c.ci_high, c.significant, c.level,
+       c.n_disordered, c.n_ordered,
+       (SELECT cs.percent_diff FROM composition_shift AS cs WHERE cs.session_id = c.session_id
+          AND cs.method = c.method AND cs.modality = c.modality AND cs.element = 'O') AS o_shift_pct,
+       c.materialization_id
+FROM order_contrast AS c
+JOIN sessions AS s USING (session_id);

@@ -228,11 +228,11 @@ def test_order_grows_with_positional_disorder():
 # ------------------------------------------------------------------------------------------ encoder
 def test_order_encoder_interface(amorphous_disk):
     from mmlake.atoms.encoder import OrderEncoder
-    from mmlake.encoders import get_encoder, register_encoder
+    from mmlake.encoders import available_encoders, get_encoder
     from mmlake.encoders.base import ChipEncoder
 
     img, grid, _, order, dist = amorphous_disk
-    register_encoder("order", "mmlake.atoms.encoder:OrderEncoder")
+    assert "order" in available_encoders()  # registered: `haadf_encoders: [fft, order]` runs it
     enc = get_encoder("order")
     assert isinstance(enc, ChipEncoder) and enc.name == "order" and enc.version and enc.weights_id == "none"
     stack = grid.tiles(np.asarray(img, dtype=np.float32))
@@ -278,6 +278,39 @@ def test_region_order_bootstrap_intervals(amorphous_disk):
         region_order(labels[:-1], order)
     with pytest.raises(ValueError, match="level"):
         region_order(labels, order, level=1.5)
+
+
+def test_segmentation_order_contrasts_disordered_with_ordered(amorphous_disk):
+    """Two segmentations of one session: the roles decide which chips are compared; the ratio of the
+    disk's disorder to the lattice's is > 2 and significant; a segmentation without both roles gives
+    region rows but no contrast."""
+    import polars as pl
+
+    from mmlake.atoms import segmentation_order
+
+    _, grid, _, order, dist = amorphous_disk
+    inside = np.where(dist < 80, 1, 0).astype(np.int64)
+    three = np.where(dist < 40, 2, inside)  # region 2 (centre) and 1 (ring) are both disordered
+    roles = pl.DataFrame({"method": ["a", "a", "b", "b", "b", "c"], "modality": ["x", "x", "x", "x", "x", "x"],
+                          "region": [0, 1, 0, 1, 2, 0],
+                          "role": ["film_ordered", "film_disordered", "film_ordered", "film_disordered",
+                                   "film_disordered", "film_ordered"]})
+    segs = {("a", "x"): inside, ("b", "x"): three, ("c", "x"): np.zeros(len(order), dtype=np.int64)}
+    regions, contrast = segmentation_order(segs, roles, order, n_boot=200, seed=3)
+    assert set(map(tuple, regions.select("method", "region").unique().rows())) == {
+        ("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2), ("c", 0)}
+    assert regions.filter((pl.col("method") == "b") & (pl.col("region") == 2))["role"][0] == "film_disordered"
+    assert set(contrast["method"]) == {"a", "b"}  # c has no disordered region
+    d = {(r["method"], r["parameter"]): r for r in contrast.iter_rows(named=True)}
+    a, b = d[("a", "disorder")], d[("b", "disorder")]
+    # pooling regions of one role: b's two disordered regions are a's one region, chip for chip
+    assert a["ratio"] == pytest.approx(b["ratio"]) and a["n_disordered"] == b["n_disordered"]
+    vals = order["disorder"].to_numpy()
+    assert a["ratio"] == pytest.approx(vals[inside == 1].mean() / vals[inside == 0].mean())
+    assert a["ratio"] > 2 and a["ci_low"] > 1 and a["significant"]
+    assert a["ci_low"] <= a["ratio"] <= a["ci_high"]
+    lf = d[("a", "lattice_fraction")]  # fewer columns on a lattice in the disk: ratio < 1, significant
+    assert lf["ratio"] < 0.8 and lf["significant"]
 
 
 # ------------------------------------------------------------------------------------------ pictures

@@ -127,3 +127,24 @@ def test_campaign_report_asset_writes_the_report(demo_lake):
     from mmlake.lake import sha256_file
 
     assert Path(first["path"]).read_bytes() == before and sha256_file(first["path"]) == first["sha256"]
+
+
+def test_region_order_says_how_much_more_disordered_the_disordered_film_is(demo_lake):
+    """region_order / order_contrast on the ground truth and on few-shot: every session with a
+    disordered film (all but pristine@0) shows it with a significantly higher column disorder, and
+    the view puts the ratio next to the O shift of the same segmentation."""
+    c = demo_lake.query(f"select {PAIR} as sid, method, modality, parameter, ratio, ci_low, ci_high, significant "
+                        "from order_contrast t where parameter = 'disorder'").to_dicts()
+    truth = {r["sid"]: r for r in c if r["method"] == "truth"}
+    assert set(truth) == {"pristine@0.1", "defective@0", "defective@0.1"}, truth
+    for sid, r in truth.items():
+        assert r["ci_low"] <= r["ratio"] <= r["ci_high"]
+        assert r["ratio"] > 1.5 and r["significant"], (sid, r)
+    few = {r["sid"]: r for r in c if r["method"] == "fewshot" and r["modality"] == "ensemble"}
+    assert set(few) == set(truth) and all(r["ratio"] > 1.5 and r["significant"] for r in few.values()), few
+    regions = demo_lake.query("select * from region_order where method = 'truth' and parameter = 'disorder'")
+    assert set(regions["role"]) == {"substrate", "film_ordered", "film_disordered", "cap"}
+    assert (regions["ci_low"] <= regions["mean"]).all() and (regions["mean"] <= regions["ci_high"]).all()
+    view = demo_lake.query("select * from order_contrast_by_session where method = 'fewshot' "
+                           "and modality = 'ensemble' and parameter = 'disorder'")
+    assert len(view) == 3 and view["o_shift_pct"].is_not_null().all()

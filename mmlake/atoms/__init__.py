@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from mmlake.atoms.columns import COLUMN_FIELDS, ColumnResult, analyse_columns, find_columns, locate_columns
 from mmlake.atoms.order import ORDER_FIELDS, chip_order
-from mmlake.atoms.region import ratio, region_order
+from mmlake.atoms.region import ratio, region_order, segmentation_order
 
 __all__ = ["COLUMN_FIELDS", "ORDER_FIELDS", "ColumnResult", "analyse_columns", "chip_order", "find_columns",
-           "locate_columns", "ratio", "region_order"]
+           "locate_columns", "ratio", "region_order", "segmentation_order"]

