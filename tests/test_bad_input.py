@@ -2,6 +2,7 @@
 already stored is lost."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,12 +15,48 @@ from tests.sessions import make_tiny_session, sid, write_manifest
 quiet = {"progress": lambda m: None}
 
 
+@pytest.fixture(scope="module")
+def good_template(tmp_path_factory, instance_template):
+    """A lake and a Dagster instance holding one good session, ingested once for the module: each test
+    starts from a copy (copying the folders takes milliseconds, an ingest many seconds)."""
+    from dagster import instance_for_test
+
+    from mmlake.lake import Lake
+
+    root = tmp_path_factory.mktemp("bad-input-good")
+    shutil.copytree(instance_template, root / "dagster")
+    folder = make_tiny_session(root / "good", sample="good")
+    lake = Lake(root / "lake").ensure()
+    with instance_for_test(temp_dir=str(root / "dagster")) as inst:
+        assert ingest([folder], lake, inst, **quiet)[0].ok
+    return root
+
+
 @pytest.fixture
-def good(tmp_path, lake, instance):
-    """A good session already in the lake; every test checks its rows survive."""
-    folder = make_tiny_session(tmp_path / "good", sample="good")
-    assert ingest([folder], lake, instance, **quiet)[0].ok
-    return snapshot(lake)
+def lake(tmp_path, good_template):
+    from mmlake.lake import Lake
+
+    shutil.copytree(good_template / "lake", tmp_path / "lake")
+    return Lake(tmp_path / "lake")
+
+
+@pytest.fixture
+def instance(tmp_path, good_template):
+    from dagster import instance_for_test
+
+    shutil.copytree(good_template / "dagster", tmp_path / "dagster")
+    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
+        yield inst
+
+
+@pytest.fixture
+def good(tmp_path, lake, instance, good_template):
+    """A good session already in the lake (and its folder at tmp_path/good); every test checks its
+    rows survive."""
+    shutil.copytree(good_template / "good", tmp_path / "good")
+    snap = snapshot(lake)
+    assert all(snap.values()), "the good session's rows are missing from the copied lake"
+    return snap
 
 
 def snapshot(lake):
