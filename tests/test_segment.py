@@ -154,6 +154,44 @@ def test_similarity_pass_matches_brute_force(monkeypatch):
     assert np.array_equal(i, ti) and np.array_equal(j, tj)
 
 
+def test_full_similarities_are_the_block_pass_bit_for_bit(monkeypatch):
+    """The per-modality matrices held for every weighting give exactly the block pass's numbers."""
+    from mmlake.segment import louvain
+    from mmlake.segment.louvain import _full_similarities, _pair_pass, _unit_rows
+
+    monkeypatch.setattr(louvain, "_BLOCK_ELEMENTS", 100)
+    rng = np.random.default_rng(1)
+    ua, ub = _unit_rows(rng.random((37, 6)), "a"), _unit_rows(rng.random((37, 3)), "b")
+    full = _full_similarities([ua, ub])
+    for w in ([0.3, 0.7], [0.0, 1.0], [1.0, 0.0]):
+        plain, pi, pv = _pair_pass([ua, ub], w, k=4)
+        held, hi, hv = _pair_pass([ua, ub], w, k=4, full=full)
+        assert np.array_equal(plain, held) and np.array_equal(pi, hi) and np.array_equal(pv, hv)
+    monkeypatch.setattr(louvain, "_FULL_SIM_BYTES", 10)
+    assert _full_similarities([ua, ub]) is None
+
+
+def test_louvain_memo_reuses_identical_graphs_only(data):
+    """Single-modality fits, the ensemble and the auto grid's w = 0, 0.5, 1 build the same graphs:
+    Louvain runs once for each, and a memoised result is exactly a fresh one."""
+    from mmlake.segment import louvain
+
+    features, _ = data
+    louvain._memo.clear()
+    eds = LouvainSegmenter().fit({"eds": features["eds"]})
+    ens = LouvainSegmenter().fit(features)
+    auto = LouvainSegmenter(modality_weights="auto").fit(features)
+    assert len(louvain._memo) == 2 + len(auto.params_["weight_selection"]["grid"]) - 2
+    louvain._memo.clear()
+    for again, first in ((LouvainSegmenter().fit({"eds": features["eds"]}), eds),
+                         (LouvainSegmenter().fit(features), ens),
+                         (LouvainSegmenter(modality_weights="auto").fit(features), auto)):
+        assert np.array_equal(again.labels_, first.labels_) and again.params_ == first.params_
+    other = LouvainSegmenter(resolution=0.5).fit(features)  # another parameter: another graph partition
+    assert "memoised" not in other.timings_
+    assert "memoised" in LouvainSegmenter().fit(features).timings_
+
+
 def test_threshold_statistic_function():
     v = np.array([0.1, 0.2, 0.2, 0.2, 0.9], dtype=np.float32)
     assert threshold_statistic(v, "median")[0] == pytest.approx(0.2)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -24,6 +26,10 @@ THRESHOLD_STATISTICS = ("mode", "median", "mean")
 #: default edge budget of ``max_edges="auto"``: python-louvain is pure Python (~10-20 us per edge)
 AUTO_MAX_EDGES = 250_000
 _BLOCK_ELEMENTS = 1 << 22  # similarity rows are computed in blocks of ~4M float32 (16 MB)
+#: per-modality similarity matrices are held whole (and reused by every weighting) up to this size
+_FULL_SIM_BYTES = 256 << 20
+_MEMO_SIZE = 32  # graph + partition results kept (by content) for repeated fits in one process
+_memo: "OrderedDict[tuple, tuple]" = OrderedDict()
 
 
 def threshold_statistic(values: np.ndarray, statistic, n_bins: int = 100) -> tuple[float, dict]:
@@ -63,12 +69,29 @@ def _unit_rows(x: np.ndarray, where: str) -> np.ndarray:
     return (x / norms[:, None]).astype(np.float32)
 
 
-def _pair_pass(units: list[np.ndarray], weights: list[float], k: int):
+def _full_similarities(units: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Each modality's n x n cosine-similarity matrix, when all of them fit in ``_FULL_SIM_BYTES``
+    (n up to ~5,800 chips for two modalities), else None (the pair pass then computes row blocks)."""
+    n = units[0].shape[0]
+    if len(units) * n * n * 4 > _FULL_SIM_BYTES:
+        return None
+    block = max(1, _BLOCK_ELEMENTS // n)
+    out = []
+    for u in units:  # the same row blocks as `_pair_pass` computes: bit for bit the same similarities
+        s = np.empty((n, n), dtype=np.float32)
+        for start in range(0, n, block):
+            s[start:start + block] = u[start:start + block] @ u.T
+        out.append(s)
+    return out
+
+
+def _pair_pass(units: list[np.ndarray], weights: list[float], k: int, full: list[np.ndarray] | None = None):
     """One pass over the averaged cosine-similarity matrix, block of rows by block of rows.
 
     Returns the upper-triangle similarities (row-major, like ``np.triu_indices(n, 1)``) as float32,
     and, when ``k > 0``, each chip's ``k`` most similar other chips (indices and similarities).
-    The n x n matrix is never held whole.
+    ``full`` (from `_full_similarities`) gives the per-modality matrices, computed once for every
+    weighting; without it the n x n matrices are never held whole.
     """
     n = units[0].shape[0]
     vals = np.empty(n * (n - 1) // 2, dtype=np.float32)
@@ -80,10 +103,10 @@ def _pair_pass(units: list[np.ndarray], weights: list[float], k: int):
     for start in range(0, n, block):
         stop = min(n, start + block)
         s = None
-        for u, w in zip(units, weights):
+        for m, (u, w) in enumerate(zip(units, weights)):
             if w == 0.0:
                 continue
-            part = u[start:stop] @ u.T
+            part = u[start:stop] @ u.T if full is None else full[m][start:stop].copy()
             if w != 1.0:
                 part *= np.float32(w)
             if s is None:
@@ -139,12 +162,17 @@ class LouvainSegmenter(Segmenter):
     are not comparable with the dense graph's. The threshold statistic itself is still computed over
     all pairs. ``"auto"`` uses a budget of 250,000 edges: sessions up to 707 chips (a 24 x 24 grid)
     always keep the exact preprint graph, larger ones whenever the threshold leaves at most 250,000
-    edges; at 10,000 chips k = 25. ``None`` never sparsifies (exact; slow and memory hungry for large
-    n). ``params_["sparsified"]``,
+    edges; at 10,000 chips k = 25. (A budget of a small multiple of n, 10-100 edges per chip, as kNN
+    or as a uniform sample of the threshold edges, was measured on the demo campaign and lost
+    0.03-0.2 AMI against truth: sparse graphs split the large regions.) ``None`` never sparsifies
+    (exact; slow and memory hungry for large n). ``params_["sparsified"]``,
     ``["n_neighbors"]``, ``["n_edges_above_threshold"]`` and ``["n_edges"]`` record what happened.
 
-    Memory: similarities are computed in row blocks; the off-diagonal similarities are kept once as
-    float32 for the threshold statistic (n(n-1)/2 * 4 bytes: 200 MB at 10,000 chips).
+    Memory: up to ~5,800 chips (two modalities) each modality's similarity matrix is computed once and
+    held (float32, 4 n^2 bytes each) for every weighting; above, similarities are computed in row
+    blocks per weighting. The off-diagonal similarities are kept once as float32 for the threshold
+    statistic (n(n-1)/2 * 4 bytes: 200 MB at 10,000 chips). Repeated fits on the same features
+    (single modalities, ensemble, the weight grid) reuse memoised results (``_run``).
 
     ``modality_weights="auto"`` (exactly two modalities): a ground-truth-free choice of the averaging
     weight w (modality 0 gets w, modality 1 gets 1 - w) on ``weight_grid`` (default 0, 0.1, ..., 1).
@@ -218,7 +246,7 @@ class LouvainSegmenter(Segmenter):
         return int(m)
 
     # ---------------------------------------------------------------- graph + partition
-    def _graph(self, units, weights, max_edges):
+    def _graph(self, units, weights, max_edges, full=None):
         import networkx as nx
 
         n = units[0].shape[0]
@@ -227,7 +255,7 @@ class LouvainSegmenter(Segmenter):
         if max_edges is not None and n_pairs > max_edges:
             k = max(1, min(n - 1, max_edges // n))
         t0 = time.perf_counter()
-        vals, knn_idx, knn_val = _pair_pass(units, weights, k)
+        vals, knn_idx, knn_val = _pair_pass(units, weights, k, full)
         t1 = time.perf_counter()
         statistic = self.threshold
         value, hist = threshold_statistic(vals, statistic, self.n_bins)
@@ -284,6 +312,36 @@ class LouvainSegmenter(Segmenter):
         labels = relabel(np.fromiter((part[i] for i in range(g.number_of_nodes())), dtype=np.int64))
         return labels, float(q), time.perf_counter() - t0
 
+    def _run(self, units, digests, weights, max_edges, full_box):
+        """Graph + partition for one weighting: ``(labels, modularity, info, histogram, timings,
+        louvain seconds)``. Results are memoised by content (the unit feature rows of every modality
+        with a non-zero weight, the weights and every parameter that shapes the graph), so the
+        single-modality fits, the configured ensemble and the grid points of ``modality_weights="auto"``
+        that build the same graph (w = 0, 0.5, 1) run Louvain once; the memo holds the last
+        ``_MEMO_SIZE`` results of the process."""
+        key = (tuple((d, float(w)) for d, w in zip(digests, weights) if w != 0.0), max_edges,
+               self.threshold if isinstance(self.threshold, str) else float(self.threshold), bool(self.weighted),
+               float(self.resolution), int(self.random_state), int(self.n_bins), self.version)
+        hit = _memo.get(key)
+        if hit is not None:
+            _memo.move_to_end(key)
+            labels, q, info, hist, t, t_l = hit
+            return (labels.copy(), q, dict(info), {k: list(v) for k, v in hist.items()}, {**t, "memoised": 1.0},
+                    t_l)
+        if full_box[0] is None:
+            t0 = time.perf_counter()
+            full_box[0] = _full_similarities(units) or False
+            full_box[1] = time.perf_counter() - t0
+        g, info, hist, t = self._graph(units, weights, max_edges, full_box[0] or None)
+        if full_box[1]:
+            t["similarity_s"] += full_box[1]
+            full_box[1] = 0.0
+        labels, q, t_l = self._partition(g)
+        _memo[key] = (labels.copy(), q, dict(info), hist, t, t_l)
+        while len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+        return labels, q, info, hist, t, t_l
+
     # ---------------------------------------------------------------- fit
     def fit(self, features, y=None):
         """Segment the chips; ``features`` is one array, a list or a dict of per-modality arrays."""
@@ -291,6 +349,9 @@ class LouvainSegmenter(Segmenter):
         mods = as_modalities(features)
         names = list(mods)
         units = [_unit_rows(x, f"features[{k!r}]" if len(mods) > 1 else "features") for k, x in mods.items()]
+        digests = [hashlib.blake2b(np.ascontiguousarray(u).view(np.uint8), digest_size=16).hexdigest()
+                   + f":{u.shape}" for u in units]
+        full_box: list = [None, 0.0]  # per-modality similarity matrices, computed on the first memo miss
         timings: dict[str, float] = {}
         used: dict = {"max_edges_used": max_edges}
 
@@ -302,8 +363,7 @@ class LouvainSegmenter(Segmenter):
             grid = check_weight_grid(self.weight_grid)
             scores, runs = [], {}
             for w0 in grid:
-                g, info, hist, t = self._graph(units, [w0, 1.0 - w0], max_edges)
-                labels, q, t_l = self._partition(g)
+                labels, q, info, hist, t, t_l = self._run(units, digests, [w0, 1.0 - w0], max_edges, full_box)
                 scores.append(q)
                 runs[w0] = (labels, q, info, hist, t, t_l)
             support = check_support_indices(self.support, units[0].shape[0])
@@ -317,9 +377,9 @@ class LouvainSegmenter(Segmenter):
             timings.update(t)
         else:
             weights = resolve_weights(self.modality_weights, names)
-            g, info, hist, t = self._graph(units, [weights[k] for k in names], max_edges)
+            labels, q, info, hist, t, t_l = self._run(units, digests, [weights[k] for k in names], max_edges,
+                                                      full_box)
             timings.update(t)
-            labels, q, t_l = self._partition(g)
         timings["louvain_s"] = t_l
         used["modality_weights_used"] = weights
         used.update(info)
