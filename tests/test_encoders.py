@@ -438,3 +438,38 @@ def test_atomagined_effnet_beats_fft_on_two_conditions():
     assert r_eff["top1"]["stem00-clean"] >= 0.95
     assert r_eff["top1"]["stem00-cnts2"] >= 0.9
     assert r_eff["mean"] > r_fft["mean"] + 0.2
+
+
+def test_fft_and_absent_vgg16_weights_import_no_torch(tmp_path):
+    """haadf_embeddings with the default encoders on a machine without VGG16 weights or a GPU
+    driver must not pay torch's import; the hub path computed without torch is torch's own."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from mmlake.chips import ChipGrid\n"
+        "from mmlake.encoders import get_encoder\n"
+        "from mmlake.encoders.device import _gpu_driver_present, resolve_device\n"
+        "from mmlake.encoders.vgg16 import WeightsUnavailableError, imagenet_weights_path\n"
+        "img = np.random.default_rng(0).random((64, 64)).astype('float32')\n"
+        "grid = ChipGrid.fit((64, 64), 16, 's')\n"
+        "dev = resolve_device('auto')\n"
+        "get_encoder('fft').encode(grid.tiles(img), device=dev, image=img)\n"
+        "try:\n"
+        "    get_encoder('vgg16', weights='imagenet')\n"
+        "except WeightsUnavailableError:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, _gpu_driver_present())\n"
+        "mine = imagenet_weights_path()\n"
+        "import torch.hub\n"
+        "print(mine == imagenet_weights_path())\n"
+    )
+    import os
+
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "th")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    torch_imported, driver = out.stdout.split("\n")[0].split()
+    if driver == "False":  # with a GPU driver, auto asks torch (as it must)
+        assert torch_imported == "False", out.stdout
+    assert out.stdout.split("\n")[1] == "True"

@@ -6,6 +6,18 @@ _DEVICES = ("auto", "cpu", "cuda")
 _PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+def _gpu_driver_present() -> bool:
+    """False only where CUDA surely cannot be used without asking torch: Linux without the NVIDIA
+    (or ROCm) kernel driver's files. True elsewhere, and whenever torch is imported already."""
+    import os
+    import sys
+
+    if "torch" in sys.modules or not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0",
+                                           "/dev/kfd"))
+
+
 def resolve_device(device: str = "auto") -> str:
     """Return the torch device string to run on.
 
@@ -13,15 +25,17 @@ def resolve_device(device: str = "auto") -> str:
     ``"cuda:N"``) on a machine without a usable CUDA device raises ``ValueError`` naming the
     argument, instead of failing later inside torch.
     """
-    import torch
-
     if not isinstance(device, str):
         raise ValueError(f"device must be one of {_DEVICES} (or 'cuda:N'), got {device!r}")
     d = device.strip().lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
     if d == "cpu":
         return "cpu"
+    if d == "auto" and not _gpu_driver_present():
+        return "cpu"  # no GPU driver: torch.cuda cannot be available, and torch (3-6 s) stays unimported
+    import torch
+
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if d == "cuda" or d.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ValueError(

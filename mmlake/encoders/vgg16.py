@@ -52,13 +52,25 @@ class WeightsUnavailableError(MmlakeError):
     """Pretrained weights were asked for but are not on this machine."""
 
 
-def imagenet_weights_path() -> Path:
-    """Where torchvision's loader looks for the ImageNet VGG16 checkpoint (the torch hub cache)."""
-    import torch.hub
-    from torchvision.models import VGG16_Weights
+_IMAGENET_FILE = "vgg16-397923af.pth"  # basename of torchvision's VGG16_Weights.IMAGENET1K_V1.url
 
-    url = VGG16_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision's loader looks for the ImageNet VGG16 checkpoint (the torch hub cache).
+
+    Without torch imported, torch.hub's default location is computed as torch does ($TORCH_HOME,
+    else $XDG_CACHE_HOME/torch, else ~/.cache/torch; then hub/checkpoints), so asking whether the
+    weights are present costs no torch import (3-6 s)."""
+    import sys
+
+    if "torch" in sys.modules:
+        import torch.hub
+        from torchvision.models import VGG16_Weights
+
+        url = VGG16_Weights.IMAGENET1K_V1.url
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+    return Path(home) / "hub" / "checkpoints" / _IMAGENET_FILE
 
 
 def _build_features():
@@ -152,6 +164,8 @@ class VGG16Encoder(ChipEncoder):
         precision: str = "fp32",
         channels_last: bool = True,
     ):
+        if isinstance(weights, str) and weights == "imagenet" and seed is None and not imagenet_weights_path().is_file():
+            raise self._unavailable(imagenet_weights_path())  # before importing torch (3-6 s)
         import torch
 
         if not isinstance(weights, (str, os.PathLike)):
@@ -214,7 +228,13 @@ class VGG16Encoder(ChipEncoder):
 
         path = imagenet_weights_path()
         if not path.is_file():
-            raise WeightsUnavailableError(
+            raise VGG16Encoder._unavailable(path)
+        # torchvision's own loader: finds the cached file, checks its hash prefix, no download.
+        return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+
+    @staticmethod
+    def _unavailable(path: Path) -> "WeightsUnavailableError":
+        return WeightsUnavailableError(
                 "ImageNet weights for VGG16 are not available on this machine (mmlake never "
                 f"downloads them): expected {path}. To provide them, either (a) on a machine with "
                 "internet access run `python -c \"import torchvision; "
@@ -225,8 +245,6 @@ class VGG16Encoder(ChipEncoder):
                 "or `vgg16_weights: /path/to/vgg16.pth` under `encoder:` in the lake's config file "
                 "(<lake>/config.yaml or $MMLAKE_CONFIG; `make ui` reads it too)."
             )
-        # torchvision's own loader: finds the cached file, checks its hash prefix, no download.
-        return VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
 
     @property
     def config(self) -> dict[str, Any]:
