@@ -584,3 +584,20 @@ def test_segment_session_ensemble_auto_records_the_choice(method):
         assert out["ensemble"].params["modality_weights_used"] == {"haadf": 0.5, "eds": 0.5}
     best = max(ami(out["haadf"].labels, truth), ami(out["eds"].labels, truth))
     assert ami(out["ensemble_auto"].labels, truth) >= best - 0.02
+
+
+def test_louvain_weight_grid_in_worker_processes_equals_serial(monkeypatch):
+    """The auto grid's Louvain runs in forked workers give exactly the serial labels and scores."""
+    from mmlake.segment import louvain
+
+    features, _ = make_multimodal_blobs(320, random_state=2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # two cores, whatever the machine
+    monkeypatch.delenv("MMLAKE_SEGMENT_WORKERS", raising=False)
+    louvain._memo.clear()
+    par = LouvainSegmenter(modality_weights="auto").fit(features)
+    assert par.timings_.get("worker_process") == 1.0  # the chosen weighting came from a worker
+    monkeypatch.setenv("MMLAKE_SEGMENT_WORKERS", "1")
+    louvain._memo.clear()
+    ser = LouvainSegmenter(modality_weights="auto").fit(features)
+    assert "worker_process" not in ser.timings_
+    assert np.array_equal(par.labels_, ser.labels_) and par.params_ == ser.params_

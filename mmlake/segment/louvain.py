@@ -125,6 +125,17 @@ def _pair_pass(units: list[np.ndarray], weights: list[float], k: int, full: list
     return vals, knn_idx, knn_val
 
 
+_FORK_JOB = None  # (segmenter, units, weight lists, max_edges, full similarities) for _fork_worker
+
+
+def _fork_worker(i: int):
+    """One weighting's graph + partition in a forked worker (state inherited through _FORK_JOB)."""
+    est, units, weight_list, max_edges, full = _FORK_JOB
+    g, info, hist, t = est._graph(units, weight_list[i], max_edges, full)
+    labels, q, t_l = est._partition(g)
+    return labels, q, info, hist, t, t_l
+
+
 def _upper_index_to_pairs(lin: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-major upper-triangle linear indices -> (i, j) with i < j."""
     offsets = np.arange(n, dtype=np.int64) * (2 * n - np.arange(n, dtype=np.int64) - 1) // 2
@@ -319,9 +330,7 @@ class LouvainSegmenter(Segmenter):
         single-modality fits, the configured ensemble and the grid points of ``modality_weights="auto"``
         that build the same graph (w = 0, 0.5, 1) run Louvain once; the memo holds the last
         ``_MEMO_SIZE`` results of the process."""
-        key = (tuple((d, float(w)) for d, w in zip(digests, weights) if w != 0.0), max_edges,
-               self.threshold if isinstance(self.threshold, str) else float(self.threshold), bool(self.weighted),
-               float(self.resolution), int(self.random_state), int(self.n_bins), self.version)
+        key = self._memo_key(digests, weights, max_edges)
         hit = _memo.get(key)
         if hit is not None:
             _memo.move_to_end(key)
@@ -341,6 +350,55 @@ class LouvainSegmenter(Segmenter):
         while len(_memo) > _MEMO_SIZE:
             _memo.popitem(last=False)
         return labels, q, info, hist, t, t_l
+
+    def _memo_key(self, digests, weights, max_edges) -> tuple:
+        return (tuple((d, float(w)) for d, w in zip(digests, weights) if w != 0.0), max_edges,
+                self.threshold if isinstance(self.threshold, str) else float(self.threshold), bool(self.weighted),
+                float(self.resolution), int(self.random_state), int(self.n_bins), self.version)
+
+    def _prefetch(self, units, digests, weight_list, max_edges, full_box) -> int:
+        """Run the not yet memoised weightings of ``weight_list`` in forked worker processes (python-louvain
+        is pure Python: one core per run), filling the memo; returns the number run. Results are the
+        serial ones (same code, same seed). Serial (0) with fewer than 2 cores or misses, below 300
+        chips, without the ``fork`` start method, or with ``MMLAKE_SEGMENT_WORKERS=1``; any failure of
+        the pool falls back to serial."""
+        import multiprocessing
+        import os
+
+        global _FORK_JOB
+        n = units[0].shape[0]
+        misses, seen = [], set()
+        for w in weight_list:
+            k = self._memo_key(digests, w, max_edges)
+            if k not in _memo and k not in seen:
+                seen.add(k)
+                misses.append((k, w))
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        cap = os.environ.get("MMLAKE_SEGMENT_WORKERS", "").strip()
+        workers = min(len(misses), cores, int(cap) if cap.isdigit() and int(cap) > 0 else cores)
+        if workers < 2 or n < 300 or "fork" not in multiprocessing.get_all_start_methods():
+            return 0
+        if full_box[0] is None:  # computed before the fork: every worker shares the parent's pages
+            t0 = time.perf_counter()
+            full_box[0] = _full_similarities(units) or False
+            full_box[1] = time.perf_counter() - t0
+        _FORK_JOB = (self, units, [w for _, w in misses], max_edges, full_box[0] or None)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                results = pool.map(_fork_worker, range(len(misses)), chunksize=1)
+        except Exception:  # noqa: BLE001 - a pool that cannot start or dies: the serial path computes it
+            return 0
+        finally:
+            _FORK_JOB = None
+        for (k, _), (labels, q, info, hist, t, t_l) in zip(misses, results):
+            t = {**t, "worker_process": 1.0}
+            _memo[k] = (labels, q, info, hist, t, t_l)
+        while len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+        return len(misses)
 
     # ---------------------------------------------------------------- fit
     def fit(self, features, y=None):
@@ -362,6 +420,7 @@ class LouvainSegmenter(Segmenter):
                 )
             grid = check_weight_grid(self.weight_grid)
             scores, runs = [], {}
+            self._prefetch(units, digests, [[w0, 1.0 - w0] for w0 in grid], max_edges, full_box)
             for w0 in grid:
                 labels, q, info, hist, t, t_l = self._run(units, digests, [w0, 1.0 - w0], max_edges, full_box)
                 scores.append(q)

@@ -63,14 +63,21 @@ def segment_session(
     (number of classes, unless ``n_clusters`` is configured) and the weight choice of Louvain and Ward."""
     config = dict(config or {})
     seg = build_segmenter(method, config, support)
+    auto = None
+    if auto_weights and method in AUTO_WEIGHTED and len(features) == 2:
+        auto = build_segmenter(method, {**config, "modality_weights": "auto"}, support)
+        if method == "louvain":
+            # first: its weight grid (w = 1, 0, 0.5 are the single modalities and the default ensemble)
+            # runs in parallel worker processes and memoises what the fits below then reuse
+            auto.fit(dict(features))
     results = segment_modalities(seg, dict(features))
     out = []
     for modality, res in results.items():
         out.append(Labelling(modality, np.asarray(res["labels"], dtype=np.int64), _jsonable(res["params"]),
                              proba=res["proba"], class_names=list(support) if method == "fewshot" else []))
-    if auto_weights and method in AUTO_WEIGHTED and len(features) == 2:
-        auto = build_segmenter(method, {**config, "modality_weights": "auto"}, support)
-        auto.fit(dict(features))
+    if auto is not None:
+        if method != "louvain":
+            auto.fit(dict(features))
         out.append(Labelling("ensemble_auto", np.asarray(auto.labels_, dtype=np.int64), _jsonable(auto.params_),
                              proba=getattr(auto, "proba_", None),
                              class_names=list(support) if method == "fewshot" else []))
