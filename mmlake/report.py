@@ -47,6 +47,7 @@ class CampaignData:
     grids: pl.DataFrame = field(default_factory=pl.DataFrame)  # chip_grids rows
     agreement: pl.DataFrame = field(default_factory=pl.DataFrame)
     images: dict = field(default_factory=dict)  # session_id -> (binned HAADF, bin factor)
+    order: dict = field(default_factory=dict)  # mmlake.report_order.collect_order: columns, order, contrast
 
 
 def _table(lake, name: str) -> bool:
@@ -76,6 +77,9 @@ def collect_campaign(lake, campaign: str, with_images: bool = True) -> CampaignD
             setattr(data, attr, lake.query(q.format(t=name), [ids]))
     if _table(lake, "ordered_disordered_shift"):
         data.shift = lake.query("select * from composition_shift where campaign = ?", [campaign])
+    from mmlake.report_order import collect_order
+
+    data.order = collect_order(lake, ids)
     if with_images and len(data.grids):
         for g in data.grids.iter_rows(named=True):
             if g.get("haadf_stack_sha"):
@@ -374,11 +378,22 @@ def render_report(data: CampaignData, title: str | None = None) -> str:
                                       "crystallinity", "d_spacing_note"]))
     else:
         add(None, "d-spacing")
+    from mmlake.report_order import contrast_figure, order_figure
+
+    order = data.order or {}
+    parts.append("<h2>Column order, disordered vs ordered film</h2><p class='note'>From the atomic columns "
+                 "(assets atom_columns, region_order): mean over the disordered film's chips / mean over the "
+                 "ordered film's; above 1 = more disordered.</p>")
+    contrast = order.get("contrast")
+    add(contrast_figure(contrast) if contrast is not None and len(contrast) else None, "column order contrast")
+    grids = {g["session_id"]: g for g in data.grids.iter_rows(named=True)} if len(data.grids) else {}
     for sid in data.sessions["session_id"].to_list() if len(data.sessions) else []:
         parts.append(f"<h2>Session {html.escape(sid)}</h2>")
         add(_labels_figure(sid, data), "segmentations")
         add(_composition_figure(sid, data), "ordered vs disordered composition")
         add(_agreement_figure(sid, data), "agreement")
+        add(order_figure(sid, data.images.get(sid), grids.get(sid), order.get("columns", pl.DataFrame()),
+                         order.get("order", pl.DataFrame())), "column order")
     check = ("<script>document.addEventListener('DOMContentLoaded',function(){"
              "var n=document.querySelectorAll('.js-plotly-plot').length;"
              f"document.body.setAttribute('data-plots-rendered',String(n));document.body.setAttribute("

@@ -117,6 +117,9 @@ def test_campaign_report_asset_writes_the_report(demo_lake):
     from pathlib import Path
 
     html = Path(rows[0]["path"]).read_text()
+    # column order pictures (issue 17): the contrast figure and one overlay + disorder map per session
+    assert "Column order of the disordered against the ordered film" in html
+    assert html.count("atom columns found (A bright, B dim)") == 4
     assert "pristine@0.1" in html and rows[0]["sha256"][:16] in rows[0]["path"] and not re.search(r"<script[^>]*src=\"https?:", html)  # self-contained
     prov = demo_lake.current("campaign_reports", None)
     assert len(prov["upstream_ids"]) == 4  # the four partitions' region_descriptors
