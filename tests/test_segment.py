@@ -601,3 +601,25 @@ def test_louvain_weight_grid_in_worker_processes_equals_serial(monkeypatch):
     ser = LouvainSegmenter(modality_weights="auto").fit(features)
     assert "worker_process" not in ser.timings_
     assert np.array_equal(par.labels_, ser.labels_) and par.params_ == ser.params_
+
+
+def test_louvain_graph_class_gives_networkx_partitions():
+    """The dict-adjacency graph fed to python-louvain partitions exactly as a plain networkx.Graph."""
+    import community as community_louvain
+    import networkx as nx
+
+    from mmlake.segment.louvain import _graph_class
+
+    rng = np.random.default_rng(0)
+    edges = [(int(a), int(b), float(w)) for a, b, w in zip(rng.integers(0, 60, 400), rng.integers(0, 60, 400),
+                                                          rng.random(400)) if a != b]
+    graphs = []
+    for cls in (nx.Graph, _graph_class()):
+        g = cls()
+        g.add_nodes_from(range(60))
+        g.add_weighted_edges_from(edges)
+        graphs.append(g)
+    assert dict(graphs[1][3]) == dict(graphs[0][3])
+    parts = [community_louvain.best_partition(g, random_state=4) for g in graphs]
+    assert parts[0] == parts[1]
+    assert community_louvain.modularity(parts[1], graphs[1]) == community_louvain.modularity(parts[0], graphs[0])
