@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 
-.PHONY: install demo demo-crystal chromium test ui bench clean
+.PHONY: install demo demo-crystal chromium postgres test ui bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,14 @@ demo-crystal: install $(DAGSTER_HOME)/dagster.yaml
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install chromium
+# The DuckLake catalog tests start their own PostgreSQL server (tests/postgres_server.py) from Debian's
+# binaries; Debian's package would also create and start a "main" cluster, which nothing here uses.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		mkdir -p /etc/postgresql-common && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: install chromium postgres
 	$(BIN)/pytest
 
 # Run from $(DAGSTER_HOME) (-d: the code stays here), so dagster dev does not warn that ./dagster.yaml

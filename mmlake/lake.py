@@ -44,6 +44,23 @@ SCHEMA_VERSION = 2  # 1 = lakes written before session identity (sample@dose ids
 HISTORY_SCHEMA = "history"
 
 
+def _as_of_text(value: Any) -> str | None:
+    """A timestamp (datetime or ISO text, UTC when naive) as ISO text, for DuckLake's SNAPSHOT_TIME."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise LakeError(f"--as-of {value!r} is not a timestamp (e.g. 2026-05-01T14:30:00, UTC "
+                            "unless an offset is given)") from exc
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.isoformat()
+
+
 def lake_home(home: str | os.PathLike | None = None) -> Path:
     """Resolve the lake folder: argument, else $MMLAKE_HOME, else ./.mmlake."""
     return Path(home or os.environ.get("MMLAKE_HOME") or DEFAULT_HOME).resolve()
@@ -83,18 +100,41 @@ class Provenance:
 class Lake:
     """Handle on a lake folder. Cheap to create; opens DuckDB only inside each call."""
 
-    def __init__(self, home: str | os.PathLike | None = None, *, lock_timeout_s: float = 600.0):
+    def __init__(self, home: str | os.PathLike | None = None, *, lock_timeout_s: float = 600.0,
+                 catalog: str | None = None, data_path: str | None = None, as_of: Any = None,
+                 allow_files: bool = True):
+        """`catalog`: duckdb (default) | sqlite | sqlite:PATH | postgres:CONNINFO (mmlake.catalog; else
+        $MMLAKE_CATALOG, else what the folder recorded). `as_of`: a timestamp: read-only connections
+        see the lake as it was then (DuckLake snapshots only). `allow_files=False`: read-only
+        connections refuse file-system access from SQL (mmlake.sqlguard), DuckLake's data excepted."""
+        from mmlake import catalog as _catalog
+
         self.home = lake_home(home)
-        self.db_path = self.home / "mmlake.duckdb"
+        self.catalog = _catalog.resolve(self.home, catalog, data_path)
+        # db_path: the file whose existence says "a lake is here" (the DuckDB file, or DuckLake's
+        # catalog.json record, written when the lake is created)
+        self.db_path = self.home / ("mmlake.duckdb" if not self.catalog.is_ducklake else _catalog.CATALOG_FILE)
         self.objects = self.home / "objects"
         self.lock_timeout_s = lock_timeout_s
+        self.as_of = _as_of_text(as_of)
+        if self.as_of and not self.catalog.is_ducklake:
+            raise LakeError("--as-of needs a DuckLake catalog (snapshots); the single DuckDB file keeps "
+                            "replaced rows in history.<table> instead: select * from history.chips "
+                            "where replaced_at > TIMESTAMP")
+        self.allow_files = allow_files
         self._schema_applied = False
         self._version_checked = False
 
     # ------------------------------------------------------------------ connections
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the DuckDB file, retrying with jittered backoff while another process holds it."""
+        """A connection for one short transaction. The DuckDB file: opened here, retrying with
+        jittered backoff while another process holds it. DuckLake: a cursor on this process's
+        attached catalog; a writing connection holds the catalog's writer lock (mmlake.catalog)."""
+        if self.catalog.is_ducklake:
+            with self._connect_ducklake(read_only=read_only) as con:
+                yield con
+            return
         self.home.mkdir(parents=True, exist_ok=True)
         if not read_only and not self._schema_applied:
             self._schema_applied = True
@@ -107,6 +147,8 @@ class Lake:
                 pass
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
+        from mmlake.catalog import STATS
+
         while True:
             try:
                 con = duckdb.connect(str(self.db_path), read_only=read_only)
@@ -117,21 +159,60 @@ class Lake:
                         f"could not open the lake at {self.db_path}: {exc}. Another process may hold "
                         "it for longer than the lock timeout; stop it or raise lock_timeout_s."
                     ) from exc
+                STATS.lock_retries += 1
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.6, 1.0)
         try:
-            if read_only and not self._version_checked:
-                from mmlake.migrate import CURRENT, schema_version
+            if read_only and not self.allow_files:
+                from mmlake.sqlguard import harden
 
-                found = schema_version(con)
-                if found is not None and found != CURRENT:
-                    raise LakeError(f"the lake at {self.home} has schema version {found}; this mmlake reads "
-                                    f"version {CURRENT}. Run `mmlake migrate` to upgrade it in place (no row "
-                                    "is lost; see README, 'Upgrading a lake').")
-                self._version_checked = True
+                harden(con)
+            if read_only and not self._version_checked:
+                self._check_version(con)
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def _connect_ducklake(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        from mmlake import catalog as _catalog
+
+        spec = self.catalog
+        if self.as_of:
+            read_only = True
+        if read_only and not self.db_path.exists():
+            if self.as_of:
+                raise LakeError(f"no lake at {self.home}")
+            self.home.mkdir(parents=True, exist_ok=True)
+            with self._connect_ducklake(read_only=False):
+                pass
+        if read_only:
+            with _catalog.cursor(spec, read_only=True, as_of=self.as_of,
+                                 harden_files=not self.allow_files) as con:
+                if not self._version_checked and not self.as_of:
+                    self._check_version(con)
+                yield con
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        with _catalog.writer_lock(spec, self.lock_timeout_s):
+            with _catalog.cursor(spec, read_only=False) as con:
+                if not self._schema_applied:
+                    from mmlake.migrate import upgrade
+
+                    upgrade(con, self.db_path)
+                    self._schema_applied = True
+                    _catalog.record(self.home, spec)
+                yield con
+
+    def _check_version(self, con) -> None:
+        from mmlake.migrate import CURRENT, schema_version
+
+        found = schema_version(con)
+        if found is not None and found != CURRENT:
+            raise LakeError(f"the lake at {self.home} has schema version {found}; this mmlake reads "
+                            f"version {CURRENT}. Run `mmlake migrate` to upgrade it in place (no row "
+                            "is lost; see README, 'Upgrading a lake').")
+        self._version_checked = True
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Run a read-only query and return a polars frame."""
@@ -141,7 +222,17 @@ class Lake:
     def ensure(self) -> "Lake":
         """Create the folder, the DuckDB file and apply the schema and views (idempotent)."""
         with self.connect() as con:
-            apply_views(con)
+            if not self.catalog.is_ducklake:
+                apply_views(con)
+                return self
+            from mmlake.migrate import meta_value, set_meta
+
+            sha = hashlib.sha256((SQL_DIR / "views.sql").read_bytes()).hexdigest()
+            if meta_value(con, "views_sha") != sha:  # DuckLake: re-creating views is a catalog write
+                con.execute("begin transaction")
+                apply_views(con)
+                set_meta(con, "views_sha", sha)
+                con.execute("commit")
         return self
 
     # ------------------------------------------------------------------ objects
@@ -319,11 +410,13 @@ def _archive(con: duckdb.DuckDBPyConnection, table: str, where: str, params: lis
     con.execute(f"create table if not exists {hist} as select *, null::varchar as replaced_by, "
                 f"null::timestamptz as replaced_at from {table} limit 0")
     have = {r[0] for r in con.execute(
-        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        "select column_name from information_schema.columns where table_catalog = current_database() "
+        "and table_schema = ? and table_name = ?",
         [HISTORY_SCHEMA, table]).fetchall()}
     for name, dtype in con.execute(
             "select column_name, data_type from information_schema.columns where table_schema = 'main' "
-            "and table_name = ? order by ordinal_position", [table]).fetchall():
+            "and table_catalog = current_database() and table_name = ? order by ordinal_position",
+            [table]).fetchall():
         if name not in have:
             con.execute(f'alter table {hist} add column "{name}" {dtype}')
     con.execute(f"insert into {hist} by name select *, ?::varchar as replaced_by, ?::timestamptz as replaced_at "
@@ -341,7 +434,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Apply sql/schema.sql (every statement is IF NOT EXISTS, so this is idempotent). Use
     `mmlake.migrate.upgrade` on a lake that may be older: it also adds columns and rewrites ids."""
-    con.execute((SQL_DIR / "schema.sql").read_text())
+    from mmlake.catalog import ducklake_ddl, is_ducklake
+
+    sql = (SQL_DIR / "schema.sql").read_text()
+    con.execute(ducklake_ddl(sql) if is_ducklake(con) else sql)
 
 
 def apply_views(con: duckdb.DuckDBPyConnection) -> None:

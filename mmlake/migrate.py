@@ -18,6 +18,7 @@ of every `Lake` (and by `mmlake migrate`), inside one transaction: a crash leave
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -31,12 +32,29 @@ CURRENT = 2
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The lake's schema version; 1 for a lake from before versions were recorded; None when empty."""
     tables = {r[0] for r in con.execute(
-        "select table_name from information_schema.tables where table_schema = 'main'").fetchall()}
+        "select table_name from information_schema.tables where table_schema = 'main' "
+        "and table_catalog = current_database()").fetchall()}
     if "schema_meta" in tables:
         row = con.execute("select value from schema_meta where key = 'schema_version'").fetchone()
         if row:
             return int(row[0])
     return 1 if "materializations" in tables else None
+
+
+def meta_value(con, key: str) -> str | None:
+    """schema_meta's value for `key` (None when absent or when the lake has no schema_meta yet)."""
+    try:
+        row = con.execute("select value from schema_meta where key = ?", [key]).fetchone()
+    except duckdb.CatalogException:
+        return None
+    return row[0] if row else None
+
+
+def set_meta(con, key: str, value: str) -> None:
+    """delete + insert, not INSERT OR REPLACE: DuckLake has no primary keys, so the write path keeps
+    schema_meta at one row per key itself."""
+    con.execute("delete from schema_meta where key = ?", [key])
+    con.execute("insert into schema_meta values (?, ?, ?)", [key, value, dt.datetime.now(dt.timezone.utc)])
 
 
 def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None) -> list[str]:
@@ -47,6 +65,12 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None) -
     if version is not None and version > CURRENT:
         raise LakeError(f"the lake at {db_path} has schema version {version}, newer than this mmlake "
                         f"({CURRENT}); upgrade mmlake (pip install -e . in the newer checkout)")
+    from mmlake.catalog import is_ducklake
+
+    ducklake = is_ducklake(con)
+    schema_sha = hashlib.sha256((SQL_DIR / "schema.sql").read_bytes()).hexdigest()
+    if ducklake and version == CURRENT and meta_value(con, "schema_sha") == schema_sha:
+        return []  # DuckLake: every DDL statement is a catalog write (a snapshot); skip when nothing changed
     done: list[str] = []
     con.execute("begin transaction")
     try:
@@ -59,8 +83,10 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None) -
         lost = {t: (n, after.get(t, 0)) for t, n in before.items() if after.get(t, 0) < n}
         if lost:
             raise LakeError(f"migration would lose rows {lost}; nothing was changed")
-        con.execute("insert or replace into schema_meta values ('schema_version', ?, ?)",
-                    [str(CURRENT), dt.datetime.now(dt.timezone.utc)])
+        # delete + insert, not INSERT OR REPLACE: DuckLake has no primary keys (one row per key all the same)
+        set_meta(con, "schema_version", str(CURRENT))
+        if ducklake:
+            set_meta(con, "schema_sha", schema_sha)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -74,7 +100,7 @@ def _row_counts(con) -> dict[str, int]:
     out = {}
     for schema, table in con.execute(
             "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE' "
-            "and table_schema in ('main', 'history')").fetchall():
+            "and table_schema in ('main', 'history') and table_catalog = current_database()").fetchall():
         out[f"{schema}.{table}"] = con.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
     return out
 
@@ -89,7 +115,8 @@ def _add_missing_columns(con, schema_sql: str) -> list[str]:
     finally:
         ref.close()
     have = {(t, c) for t, c in con.execute(
-        "select table_name, column_name from information_schema.columns where table_schema = 'main'").fetchall()}
+        "select table_name, column_name from information_schema.columns where table_schema = 'main' "
+        "and table_catalog = current_database()").fetchall()}
     done = []
     for table, column, dtype in want:
         if (table, column) not in have:
@@ -137,8 +164,8 @@ def _v1_to_v2(con) -> list[str]:
     done = []
     for schema, table in con.execute(
             "select table_schema, table_name from information_schema.columns where column_name = 'session_id' "
-            "and table_schema in ('main', 'history') and table_name in (select table_name from "
-            "information_schema.tables where table_type = 'BASE TABLE')").fetchall():
+            "and table_schema in ('main', 'history') and table_catalog = current_database() and table_name in "
+            "(select table_name from information_schema.tables where table_type = 'BASE TABLE')").fetchall():
         n = con.execute(f"update {schema}.{table} as t set session_id = m.new from _idmap as m "
                         f"where t.session_id = m.old").fetchone()[0]
         done.append(f"{schema}.{table}: {n} session ids rewritten")

@@ -55,9 +55,18 @@ WHEEL_FILES.update({
 def real_files() -> Path:
     """Real vendor test files from the hyperspy 1.7.6 wheel (never installed): Velox .emd, Bruker .bcf,
     TIA .emi/.ser, JEOL .pts/.asw, TIFF exports (WHEEL_FILES: wheel member -> path under the folder)."""
+    import fcntl
+
     done = CACHE / "files" / ".extracted"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:  # pytest-xdist workers: one fetches, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _fetch_real_files(done)
+    return CACHE / "files"
+
+
+def _fetch_real_files(done: Path) -> None:
     if not done.exists() or not all((CACHE / "files" / n).exists() for n in WHEEL_FILES.values()):
-        CACHE.mkdir(parents=True, exist_ok=True)
         wheels = list(CACHE.glob("hyperspy-1.7.6-*.whl"))
         if not wheels:
             subprocess.run([sys.executable, "-m", "pip", "download", "hyperspy==1.7.6", "--no-deps",
@@ -75,7 +84,6 @@ def real_files() -> Path:
         with zipfile.ZipFile(out / "tiff" / "tiff_FEI_Helios.zip") as z:
             z.extractall(out / "tiff")
         done.touch()
-    return CACHE / "files"
 
 
 @pytest.fixture
@@ -191,3 +199,37 @@ def no_process_outlives_the_suite():
 
 
 from tests.dagster_server import dagster_server  # noqa: E402,F401  (session-scoped `dagster dev` for the slow e2e/UI tests)
+from tests.postgres_server import postgres_server  # noqa: E402,F401  (session-scoped PostgreSQL for the DuckLake catalog tests)
+
+
+@pytest.fixture(autouse=True)
+def lake_catalog_under_test(request, monkeypatch):
+    """`MMLAKE_TEST_CATALOG=sqlite|postgres pytest ...` runs the chosen tests on a DuckLake catalog:
+    every Lake the test (or a process it starts) opens without naming a catalog uses it -- sqlite: a
+    catalog.sqlite in each lake folder; postgres: a fresh database of the session's server per test.
+    Unset (the default), lakes are the single DuckDB file."""
+    kind = os.environ.get("MMLAKE_TEST_CATALOG", "")
+    if kind in ("", "duckdb"):
+        yield
+        return
+    if kind == "postgres":
+        value = "postgres:" + request.getfixturevalue("postgres_server").database()
+    elif kind == "sqlite":
+        value = "sqlite"
+    else:
+        raise pytest.UsageError(f"MMLAKE_TEST_CATALOG={kind!r}: use duckdb, sqlite or postgres")
+    monkeypatch.setenv("MMLAKE_CATALOG", value)
+    yield
+
+
+# pytest-xdist (`make test` runs two workers, --dist loadgroup): tests that share an expensive
+# session-scoped fixture run in one worker, so it is built once, not once per worker.
+_XDIST_GROUPS = {"demo_lake": "demo_lake", "dagster_server": "dagster_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in _XDIST_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
