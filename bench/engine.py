@@ -79,8 +79,7 @@ def run_one(target: str, key: str, instance_ref: str, run_config: str, selection
     from assets.partitions import partition_tags
     from assets.targets import dask_job_def, session_job_def
 
-    recon = {"dask": reconstructable(dask_job_def), "multiprocess": reconstructable(session_job_def),
-             "ray": reconstructable(ray_job_def)}[target]
+    recon = reconstructable({"dask": dask_job_def, "multiprocess": session_job_def, "ray": ray_job_def}[target])
     sel = [AssetKey(k) for k in selection.split(",") if k] or None
     with DagsterInstance.from_ref(deserialize_value(instance_ref, InstanceRef)) as inst, execute_job(
             recon, instance=inst, tags=partition_tags(key), run_config=json.loads(run_config),

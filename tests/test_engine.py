@@ -76,6 +76,27 @@ def test_task_keys_carry_the_run_id():
     assert "r1" in dask_task_key("session_job_dask", "r1", "chips")
 
 
+def test_dask_does_not_walk_the_step_payload():
+    """The defect worked around (dagster-dask 0.29.27, dask 2026.8): what `client.submit` does to its
+    arguments (tokenize, unpack_remotedata) iterates a DagsterRun, and a pooled run's
+    RunOpConcurrency refuses iteration; wrapped in a StepPayload the run passes untouched."""
+    from dagster._core.storage.dagster_run import DagsterRun, RunOpConcurrency
+    from dask.base import tokenize
+    from distributed.utils_comm import unpack_remotedata
+
+    from assets.scaleout import StepPayload
+
+    run = DagsterRun(job_name="session_job_dask", run_id="r",
+                     run_op_concurrency=RunOpConcurrency(root_key_counts={"gpu": 1}, has_unconstrained_root_nodes=True))
+    with pytest.raises(Exception, match="Iteration is not allowed"):
+        tokenize(run)
+    with pytest.raises(Exception, match="Iteration is not allowed"):
+        unpack_remotedata(run, byte_keys=True)
+    payload = StepPayload(None, run, {}, ["haadf_embeddings"], None, None)
+    tokenize([], payload)
+    unpack_remotedata(([], payload), byte_keys=True)
+
+
 @pytest.mark.slow
 def test_two_sessions_at_once_on_a_dask_cluster_match_in_process(tmp_path, instance):
     from dask.distributed import Client, LocalCluster
