@@ -42,8 +42,11 @@ postgres:
 		mkdir -p /etc/postgresql-common && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# Two pytest-xdist workers (both cores); tests that share a session fixture (the demo lake, the
+# `dagster dev` server, PostgreSQL) stay in one worker (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install chromium postgres
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Run from $(DAGSTER_HOME) (-d: the code stays here), so dagster dev does not warn that ./dagster.yaml
 # "will not be used" (it is the template copied there); its "superseded, use dg dev" notice is for

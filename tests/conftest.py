@@ -224,7 +224,7 @@ def lake_catalog_under_test(request, monkeypatch):
 
 # pytest-xdist (`make test` runs two workers, --dist loadgroup): tests that share an expensive
 # session-scoped fixture run in one worker, so it is built once, not once per worker.
-_XDIST_GROUPS = {"demo_lake": "demo_lake", "dagster_server": "dagster_server"}
+_XDIST_GROUPS = {"demo_lake": "demo_lake", "dagster_server": "dagster_server", "postgres_server": "postgres_server"}
 
 
 def pytest_collection_modifyitems(config, items):
