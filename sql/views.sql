@@ -204,28 +204,32 @@ FROM sessions AS s;
 -- per-acquisition figures are in composition_shift; the pooled interval is in composition_shift_pair.
 --     select * from shift_by_pair where element = 'O' and modality = 'ensemble' order by campaign, sample, dose_dpa
 CREATE OR REPLACE VIEW shift_by_pair AS
+WITH o AS (
+    -- core figures (the regions' core chips) where every acquisition of the pair has them, else whole
+    SELECT o.*, bool_and(o.percent_diff_core IS NOT NULL) OVER pair AS all_core,
+           bool_and(o.percent_diff_renorm_core IS NOT NULL) OVER pair AS all_core_renorm
+    FROM ordered_disordered_shift AS o JOIN sessions AS s USING (session_id)
+    WINDOW pair AS (PARTITION BY s.sample_key, s.dose_dpa, o.method, o.modality, o.element)
+), f AS (
+    SELECT o.*, CASE WHEN all_core THEN percent_diff_core ELSE percent_diff END AS pd,
+           CASE WHEN all_core_renorm THEN percent_diff_renorm_core ELSE percent_diff_renorm END AS pd_renorm
+    FROM o
+)
 SELECT
-    s.campaign, s.sample, s.sample_key, s.dose_dpa, o.method, o.modality, o.element,
-    -- core figures (the regions' core chips) where every acquisition has them, else whole regions
-    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN 'core' ELSE 'whole' END AS basis,
-    count(DISTINCT o.session_id)            AS n_acquisitions,
-    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN avg(o.percent_diff_core)
-         ELSE avg(o.percent_diff) END       AS percent_diff_mean,
-    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN stddev_samp(o.percent_diff_core)
-         ELSE stddev_samp(o.percent_diff) END AS percent_diff_sd,
-    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN min(o.percent_diff_core)
-         ELSE min(o.percent_diff) END       AS percent_diff_min,
-    CASE WHEN bool_and(o.percent_diff_core IS NOT NULL) THEN max(o.percent_diff_core)
-         ELSE max(o.percent_diff) END       AS percent_diff_max,
-    CASE WHEN bool_and(o.percent_diff_renorm_core IS NOT NULL) THEN avg(o.percent_diff_renorm_core)
-         ELSE avg(o.percent_diff_renorm) END AS percent_diff_renorm_mean,
-    CASE WHEN bool_and(o.percent_diff_renorm_core IS NOT NULL) THEN stddev_samp(o.percent_diff_renorm_core)
-         ELSE stddev_samp(o.percent_diff_renorm) END AS percent_diff_renorm_sd,
-    avg(o.percent_diff)                     AS percent_diff_whole_mean,
-    list(o.session_id ORDER BY o.session_id) AS session_ids
-FROM ordered_disordered_shift AS o
+    s.campaign, s.sample, s.sample_key, s.dose_dpa, f.method, f.modality, f.element,
+    CASE WHEN bool_and(f.all_core) THEN 'core' ELSE 'whole' END AS basis,
+    count(DISTINCT f.session_id)            AS n_acquisitions,
+    avg(f.pd)                               AS percent_diff_mean,
+    stddev_samp(f.pd)                       AS percent_diff_sd,
+    min(f.pd)                               AS percent_diff_min,
+    max(f.pd)                               AS percent_diff_max,
+    avg(f.pd_renorm)                        AS percent_diff_renorm_mean,
+    stddev_samp(f.pd_renorm)                AS percent_diff_renorm_sd,
+    avg(f.percent_diff)                     AS percent_diff_whole_mean,
+    list(f.session_id ORDER BY f.session_id) AS session_ids
+FROM f
 JOIN sessions AS s USING (session_id)
-GROUP BY s.campaign, s.sample, s.sample_key, s.dose_dpa, o.method, o.modality, o.element;
+GROUP BY ALL;
 
 -- Region composition per sample x dose across acquisitions: mean and spread of each role's
 -- chip-weighted composition (regions of one segmentation), per method, modality and element: core
