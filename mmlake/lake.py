@@ -102,11 +102,12 @@ class Lake:
 
     def __init__(self, home: str | os.PathLike | None = None, *, lock_timeout_s: float = 600.0,
                  catalog: str | None = None, data_path: str | None = None, as_of: Any = None,
-                 allow_files: bool = True):
+                 allow_files: bool = False):
         """`catalog`: duckdb (default) | sqlite | sqlite:PATH | postgres:CONNINFO (mmlake.catalog; else
         $MMLAKE_CATALOG, else what the folder recorded). `as_of`: a timestamp: read-only connections
-        see the lake as it was then (DuckLake snapshots only). `allow_files=False`: read-only
-        connections refuse file-system access from SQL (mmlake.sqlguard), DuckLake's data excepted."""
+        see the lake as it was then (DuckLake snapshots only). Read-only connections refuse
+        file-system access from SQL (mmlake.sqlguard.harden; DuckLake's own data folder stays
+        readable) unless `allow_files=True`; write connections are never hardened."""
         from mmlake import catalog as _catalog
 
         self.home = lake_home(home)

@@ -1,4 +1,4 @@
-"""LakeResource: where the DuckDB file and the object folder live."""
+"""LakeResource: where the lake's tables (the catalog) and the object folder live."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from mmlake.lake import Lake
 
 
 class LakeResource(ConfigurableResource):
-    """The mmlake lake. `home` defaults to $MMLAKE_HOME, else ./.mmlake."""
+    """The mmlake lake. `home` defaults to $MMLAKE_HOME, else ./.mmlake; `catalog` to
+    $MMLAKE_CATALOG, else what the lake folder recorded, else the single DuckDB file."""
 
     home: str = Field(default="", description="Lake folder; empty = $MMLAKE_HOME or ./.mmlake")
+    catalog: str = Field(default="", description="duckdb | sqlite | sqlite:PATH | postgres:CONNINFO "
+                         "(DuckLake; docs/operations.md, 'Catalogs'); empty = $MMLAKE_CATALOG, else the "
+                         "folder's record, else the DuckDB file")
+    data_path: str = Field(default="", description="DuckLake's Parquet folder; empty = $MMLAKE_DATA_PATH, "
+                           "else <lake>/data")
 
     def lake(self) -> Lake:
-        return Lake(self.home or None)
+        return Lake(self.home or None, catalog=self.catalog or None, data_path=self.data_path or None)

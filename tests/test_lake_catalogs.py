@@ -152,15 +152,18 @@ def test_replaced_rows_by_snapshot_and_in_history(tmp_path, catalog):
 
 
 def test_read_only_connections_refuse_files_but_read_the_lake(tmp_path, catalog):
+    """Issue 14 for every read-only connection, not only `mmlake sql`."""
     lake = make_lake(tmp_path, catalog)
     lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(2000)}, {"session_id": "s@0"})
-    guarded = Lake(lake.home, catalog=catalog, allow_files=False)
+    guarded = Lake(lake.home, catalog=catalog)  # the default: read-only connections are hardened
     assert guarded.query("select count(*) as n from chips")["n"][0] == 2000  # Parquet files of DuckLake too
     from mmlake.sqlguard import FileAccessRefused, guarded as explain
 
     with pytest.raises(FileAccessRefused):
         with explain():
             guarded.query(f"select * from read_text('{REPO / 'pyproject.toml'}')")
+    allowed = Lake(lake.home, catalog=catalog, allow_files=True)
+    assert allowed.query(f"select count(*) as n from read_text('{REPO / 'pyproject.toml'}')")["n"][0] == 1
 
 
 WRITER = textwrap.dedent("""
@@ -184,7 +187,7 @@ WRITER = textwrap.dedent("""
 @pytest.mark.parametrize("catalog", ["sqlite", "postgres"], indirect=True)
 def test_eight_writers_lose_no_row_and_never_retry(tmp_path, catalog):
     lake = make_lake(tmp_path, catalog)
-    rounds = 3
+    rounds = 2
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(lake.home), catalog, f"w{i}", str(rounds)],
                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
