@@ -1,4 +1,10 @@
-"""The lake: one DuckDB file (catalogue + tables) and a content-addressed object folder.
+"""The lake: its tables in a catalog (one DuckDB file by default) and a content-addressed object folder.
+
+The catalog (mmlake.catalog) is the embedded DuckDB file `<lake>/mmlake.duckdb` unless
+`MMLAKE_CATALOG` (or `Lake(catalog=...)`) selects DuckLake over SQLite (many processes, one machine)
+or PostgreSQL (several machines), with the data as Parquet under `<lake>/data/`. Everything below
+holds for all three; on DuckLake writers queue behind a blocking lock instead of retrying, readers
+never wait, and `Lake(as_of=...)` reads any earlier snapshot (docs/operations.md, 'Catalogs').
 
 Why this shape: DuckDB admits one writing process at a time and refuses even read-only opens from
 other processes while one writes. Dagster's multiprocess executor runs partitions in parallel, so
