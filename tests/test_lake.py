@@ -1,4 +1,8 @@
-"""The lake under concurrency and crashes: parallel partitions lose no rows; a killed writer loses nothing."""
+"""The lake under concurrency and crashes: parallel partitions lose no rows; a killed writer loses nothing.
+
+On the default DuckDB file; `MMLAKE_TEST_CATALOG=sqlite|postgres pytest tests/test_lake.py` runs the same
+tests on a DuckLake catalog (tests/conftest.py), and tests/test_lake_catalogs.py covers all three in
+every run."""
 
 import os
 import signal
