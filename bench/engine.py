@@ -6,7 +6,8 @@
                                 dagster-ray 0.4.8 (`ray_executor`, a local Ray head with 2 CPUs);
                                 needs `ray[default]==2.60.0` and `dagster-ray==0.4.8` importable
                                 (they are not project dependencies: PYTHONPATH=/path/to/them)
-  python bench/engine.py demo   the demo campaign (4 sessions, `mmlake demo`'s), the whole session
+  python bench/engine.py demo [dask|multiprocess]
+                                the demo campaign (4 sessions, `mmlake demo`'s), the whole session
                                 job: the 4 runs at once on the Dask engine against the 4 runs one
                                 after another with the multiprocess executor (`mmlake ingest`'s way
                                 on one machine, each run's steps in parallel processes)
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,12 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
+# Started in the background (`&`, nohup) a process gets SIGINT ignored; Dagster then maps SIGTERM to
+# SIG_IGN too and every child inherits it, so a step's multiprocessing pool can never be terminated
+# (louvain's forked workers: the step hangs in Pool.terminate). Restore the defaults, as tests/conftest.py does.
+for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _handler)
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -194,6 +202,7 @@ def main(argv: list[str]) -> int:
 
             folders = build_demo_campaign(root / "sessions", progress=None)
             engines = [dask_engine, multiprocess_engine]
+            engines = [e for e in engines if e.__name__.split("_")[0] in (argv[1:] or ["dask", "multiprocess"])]
             kw = {}
         else:
             print(__doc__)
