@@ -9,8 +9,8 @@
   PGPASSWORD / ~/.pgpass, not here): DuckLake with a PostgreSQL catalog. Several machines, with the
   data path on a folder all of them mount (or an object store).
 
-Chosen by `Lake(catalog=...)`, else `$MMLAKE_CATALOG`, else what the lake folder recorded when it was
-created (`<lake>/catalog.json`), else `duckdb`. `$MMLAKE_DATA_PATH` (or `Lake(data_path=...)`) names
+Chosen by `Lake(catalog=...)`, else what the lake folder was created with (`<lake>/catalog.json`, or
+its `mmlake.duckdb`), else `$MMLAKE_CATALOG` (for new lakes), else `duckdb` (`resolve`). `$MMLAKE_DATA_PATH` (or `Lake(data_path=...)`) names
 the Parquet folder.
 
 Writers on DuckLake: DuckLake commits optimistically and refuses a commit that deletes from a table
@@ -99,15 +99,25 @@ def parse_catalog(value: str | None, home: Path, data_path: str | None = None) -
 
 
 def resolve(home: Path, catalog: str | None = None, data_path: str | None = None) -> CatalogSpec:
-    """Argument, else $MMLAKE_CATALOG, else the lake folder's catalog.json, else duckdb."""
-    value = catalog or os.environ.get("MMLAKE_CATALOG")
+    """The argument, else the catalog the lake folder was created with (its catalog.json; a folder
+    holding mmlake.duckdb stays on the DuckDB file), else $MMLAKE_CATALOG, else the DuckDB file.
+    $MMLAKE_CATALOG of the folder's own kind still applies (another machine's host name or socket for
+    the same PostgreSQL catalog); one of another kind is ignored for an existing lake."""
+    if catalog:
+        return parse_catalog(catalog, home, data_path)
+    env = os.environ.get("MMLAKE_CATALOG")
     recorded = home / CATALOG_FILE
-    if not value and recorded.exists():
+    if recorded.exists():
         stored = json.loads(recorded.read_text())
-        spec = parse_catalog(f"{stored['kind']}:{stored['target']}", home, data_path or stored.get("data_path"))
         given = bool(data_path or os.environ.get("MMLAKE_DATA_PATH"))
+        value = f"{stored['kind']}:{stored['target']}"
+        if env and parse_catalog(env, home).kind == stored["kind"]:
+            value = env
+        spec = parse_catalog(value, home, data_path or os.environ.get("MMLAKE_DATA_PATH") or stored.get("data_path"))
         return CatalogSpec(spec.kind, spec.target, spec.data_path, given)
-    return parse_catalog(value, home, data_path)
+    if (home / "mmlake.duckdb").exists():
+        return CatalogSpec()
+    return parse_catalog(env, home, data_path)
 
 
 def record(home: Path, spec: CatalogSpec) -> None:
