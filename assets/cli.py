@@ -288,14 +288,24 @@ def cmd_migrate(args) -> int:
     if not lake.db_path.exists():
         print(f"no lake at {lake.db_path}", file=sys.stderr)
         return 2
-    import duckdb
+    if lake.catalog.is_ducklake:
+        # DuckLake: the catalog's own cursor under the writer lock (Lake.connect would run the
+        # same upgrade first, silently, as every process's first write does)
+        from mmlake import catalog as _catalog
 
-    con = duckdb.connect(str(lake.db_path))
-    try:
-        before = schema_version(con)
-        steps = upgrade(con, lake.db_path)
-    finally:
-        con.close()
+        with _catalog.writer_lock(lake.catalog, lake.lock_timeout_s), \
+                _catalog.cursor(lake.catalog, read_only=False) as con:
+            before = schema_version(con)
+            steps = upgrade(con, lake.db_path)
+    else:
+        import duckdb
+
+        con = duckdb.connect(str(lake.db_path))
+        try:
+            before = schema_version(con)
+            steps = upgrade(con, lake.db_path)
+        finally:
+            con.close()
     lake.ensure()
     for line in steps:
         print(line)
