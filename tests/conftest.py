@@ -227,6 +227,7 @@ def lake_catalog_under_test(request, monkeypatch):
 _XDIST_GROUPS = {"demo_lake": "demo_lake", "dagster_server": "dagster_server", "postgres_server": "postgres_server"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into a node id suffix
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture, group in _XDIST_GROUPS.items():
