@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from assets.partitions import add_session_partitions, partition_label, partition_tags
 from mmlake.errors import MmlakeError
@@ -31,6 +31,7 @@ from mmlake.store import register_source
 
 MMLAKE_ERRORS = {"SessionError", "LakeError", "MmlakeError", "ValueError"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_PROBE_KEY = AssetKey("mmlake_instance_probe")
 
 
 @dataclass
@@ -62,7 +63,19 @@ def dagster_instance() -> DagsterInstance:
     cfg = home / "dagster.yaml"
     if not cfg.exists():
         shutil.copy(REPO_ROOT / "dagster.yaml", cfg)
-    return DagsterInstance.get()
+    # Two first ingests under a fresh DAGSTER_HOME would both create the SQLite storages and race in
+    # alembic's migration (CI saw one fail that way). Creating them under a lock makes the second wait
+    # until the tables exist; afterwards the lock costs one flock per process.
+    with open(home / ".mmlake-instance.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            instance = DagsterInstance.get()
+            instance.get_runs(limit=1)  # run storage
+            instance.get_latest_materialization_event(_PROBE_KEY)  # event-log index
+            instance.all_instigator_state()  # schedule storage
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return instance
 
 
 def session_folders(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -53,6 +53,9 @@ def test_asset_graph_and_partitions_in_the_browser(dagster_server, tmp_path):
         try:
             page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(60_000)
+            # expect() has its own 5 s default, shorter than a loaded CI machine needs to load the
+            # code location ("Loading assets.definitions…" was all CI saw after 5 s)
+            expect.set_options(timeout=60_000)
 
             # the ingest group's asset graph: both assets, chips' check passed
             page.goto(f"{url}/locations/assets.definitions/asset-groups/ingest", wait_until="domcontentloaded")
