@@ -43,7 +43,7 @@ __all__ = ["best_partition", "modularity", "adjacency"]
 _MIN = 1e-7  # python-louvain's __MIN: least quality gain of a pass / level that counts
 #: dense rows (one bincount over all n nodes per visit) are used when at least this fraction of all
 #: node pairs are edges and the n x n float64 matrix stays below _DENSE_MAX_BYTES
-_DENSE_MIN_FILL = 0.2
+_DENSE_MIN_FILL = 0.1
 _DENSE_MAX_BYTES = 512 << 20
 
 
@@ -146,11 +146,10 @@ def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, fl
         np.fill_diagonal(w, 0.0)  # the node's own loop is not an edge to its community
         w *= inv_dc[:, None]
     else:
-        off = a.copy()
-        off.setdiag(0.0)
-        off.eliminate_zeros()
-        indptr, indices = off.indptr.tolist(), off.indices
-        data = off.data * np.repeat(inv_dc, np.diff(off.indptr))
+        keep = rows != a.indices  # the node's own loop is not an edge to its community
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=n))]).tolist()
+        indices = a.indices[keep]
+        data = a.data[keep] * inv_dc[rows[keep]]
     com = np.arange(n)
     tot = deg.copy()
     size = [1] * n
@@ -228,7 +227,10 @@ def best_partition(graph, resolution: float = 1.0, random_state: int = 0, valida
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(int(random_state))
     perm = rng.permutation(n)  # ties go to the community first in this random node order
-    a = a[perm][:, perm].tocsr()
+    a = a[perm]  # rows; then the columns renamed (CSR rows need not be sorted here)
+    inv = np.empty(n, dtype=a.indices.dtype)
+    inv[perm] = np.arange(n, dtype=a.indices.dtype)
+    a = sp.csr_matrix((a.data, inv[a.indices], a.indptr), shape=(n, n))
     resolution = float(resolution)
     node2com = np.arange(n)
     mod = None

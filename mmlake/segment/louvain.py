@@ -294,7 +294,9 @@ class LouvainSegmenter(Segmenter):
         if max_edges is not None and n_pairs > max_edges:
             k = max(1, min(n - 1, max_edges // n))
         t0 = time.perf_counter()
-        vals, knn_idx, knn_val = _pair_pass(units, weights, k, full)
+        # with the similarity matrices held, the kNN lists are computed only when the threshold graph
+        # turns out to exceed the budget (a second pass over the same matrices: the same values)
+        vals, knn_idx, knn_val = _pair_pass(units, weights, 0 if full is not None else k, full)
         t1 = time.perf_counter()
         statistic = self.threshold
         value, hist = threshold_statistic(vals, statistic, self.n_bins)
@@ -308,6 +310,8 @@ class LouvainSegmenter(Segmenter):
             a, b = _upper_index_to_pairs(lin, n)
         else:
             del above, vals
+            if knn_idx is None:
+                _, knn_idx, knn_val = _pair_pass(units, weights, k, full)
             i = np.repeat(np.arange(n, dtype=np.int64), k)
             j = knn_idx.reshape(-1)
             w = knn_val.reshape(-1).astype(np.float64)
