@@ -208,3 +208,24 @@ def test_edge_cases():
         fl.best_partition(a, random_state=-1)
     with pytest.raises(ValueError, match="without edges"):
         fl.modularity([0, 1], np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_batched_sweep_decides_as_visiting_one_by_one(monkeypatch, weighted):
+    """Passes decided all at once (`_sweep_batched`, used after passes with few moves) give the
+    partition of visiting every node one by one, here forced for every pass (or never). Unweighted
+    graphs have exact ties, which CSR rows break by neighbour order (batched and dense rows: by
+    community id): there only the modularity is compared."""
+    g, _ = planted([30, 50, 80, 40, 20], 0.25, 0.03, seed=3, weighted=weighted)
+    a = to_adjacency(g)
+    for fill in (0.0, 2.0):  # dense rows, CSR rows
+        monkeypatch.setattr(fl, "_DENSE_MIN_FILL", fill)
+        for seed in range(3):
+            monkeypatch.setattr(fl, "_BATCH_MIN_MOVES", -1)
+            one_by_one = fl.best_partition(a, random_state=seed)
+            monkeypatch.setattr(fl, "_BATCH_MIN_MOVES", 10**9)
+            batched = fl.best_partition(a, random_state=seed)
+            if weighted or fill == 0.0:
+                assert np.array_equal(one_by_one, batched)
+            else:
+                assert fl.modularity(batched, a) == pytest.approx(fl.modularity(one_by_one, a), rel=0.01)

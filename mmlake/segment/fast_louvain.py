@@ -23,12 +23,18 @@ What it matches (python-louvain 0.16, ``generate_dendrogram`` / ``best_partition
   edges become a self-loop (weights add exactly as in ``induced_graph``); levels repeat until a level
   raises that quality by less than 1e-7 (the first level is always kept); the result is the last level.
 
-What differs: the random numbers. Visit orders come from ``numpy.random.default_rng(random_state)``
-and ties between equally good communities go to the one first in a random order of the nodes fixed
-once per call, where python-louvain shuffles the candidate communities of every node from its own
-``RandomState`` stream; so partitions are reproducible for a given ``random_state`` but are not
-python-louvain's partitions for the same seed (the same algorithm, another random sample of its runs).
-Duplicate edges in the input are summed (networkx keeps the last one).
+What differs: the random numbers. Visit orders come from ``numpy.random.default_rng(random_state)``,
+and exact ties between equally good communities (unweighted graphs) go to the lowest community id
+(community ids follow a random order of the nodes drawn once per call) or, on CSR rows, to the first
+neighbour in that order, where python-louvain shuffles the candidate communities of every node from
+its own ``RandomState`` stream; so partitions are reproducible for a given ``random_state`` but are
+not python-louvain's partitions for the same seed (the same algorithm, another random sample of its
+runs). With python-louvain's own visit order, one level gives its very partition (tests). Duplicate
+edges in the input are summed (networkx keeps the last one).
+
+Speed: besides the vectorised visit, a pass that follows a pass with few moves decides all nodes at
+once (`_sweep_batched`: every node up to the first that moves keeps its community, then the rest is
+decided again), which makes the usual last 1-3 passes of a level cost a few vectorised steps.
 """
 
 from __future__ import annotations
@@ -123,6 +129,53 @@ def _compact(com: np.ndarray) -> tuple[np.ndarray, int]:
     return new[com], int(used.sum())
 
 
+#: a pass after one that moved at most max(_BATCH_MIN_MOVES, n * _BATCH_MOVE_FRACTION) nodes, with at
+#: most _BATCH_MAX_COMMUNITIES communities, decides all nodes at once (`_sweep_batched`)
+_BATCH_MIN_MOVES = 8
+_BATCH_MOVE_FRACTION = 1 / 32
+_BATCH_MAX_COMMUNITIES = 512
+
+
+def _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column) -> int:
+    """One pass of local moving over ``order`` when few nodes are expected to move: the decision of
+    every node not yet visited is computed at once from ``k_scaled`` (n x C: each node's scaled edge
+    weight into each community) and ``n_nb`` (n x C: its number of neighbours there); the nodes up to
+    the first one that moves keep their community (the state they see is the current one), that node
+    moves, the two columns it changes are updated and the rest is decided again. The same decisions
+    as visiting the nodes one by one. ``column(i)`` gives (neighbours of i, their scaled weight to i).
+    Returns the number of moves (``com``, ``tot``, ``size`` updated in place)."""
+    rem = order[has_edge[order]]
+    moves = 0
+    inf = np.inf
+    while rem.size:
+        kn = k_scaled[rem]
+        gain = kn - tot
+        own = com[rem]
+        r = np.arange(rem.size)
+        stay = gain[r, own] + deg[rem]
+        gain[n_nb[rem] <= 0] = -inf  # candidates: communities holding a neighbour
+        best = gain.argmax(axis=1)
+        go = np.flatnonzero((best != own) & (gain[r, best] > stay))
+        if go.size == 0:
+            break
+        p = int(go[0])
+        i, b, a_ = int(rem[p]), int(best[p]), int(own[p])
+        ki = deg[i]
+        size[a_] -= 1
+        tot[a_] = tot[a_] - ki if size[a_] else inf
+        size[b] += 1
+        tot[b] += ki
+        com[i] = b
+        nb, wv = column(i)
+        k_scaled[nb, a_] -= wv
+        k_scaled[nb, b] += wv
+        n_nb[nb, a_] -= 1
+        n_nb[nb, b] += 1
+        moves += 1
+        rem = rem[p + 1:]
+    return moves
+
+
 def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, float]:
     """Local moving on ``a`` from singletons until a pass moves nothing or gains < 1e-7.
     Returns (community of each node, ids 0..C-1 keeping the order of the founding nodes; quality).
@@ -131,7 +184,8 @@ def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, fl
     of the adjacency are pre-scaled by ``2m / (resolution * k_i)``, so a visit is one ``bincount`` of
     the scaled row by community minus the communities' total degrees. Communities that lost their last
     node get an infinite total degree (never chosen); a best community without an edge to the node
-    (not a candidate in python-louvain) sends the visit to the masked computation."""
+    (not a candidate in python-louvain) sends the visit to the masked computation. Passes that follow
+    a pass with few moves run `_sweep_batched` (same decisions, one vectorised step per move)."""
     n = a.shape[0]
     deg = np.asarray(a.sum(axis=1)).reshape(-1)
     m2 = float(deg.sum())
@@ -141,62 +195,79 @@ def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, fl
     inv_dc = np.zeros(n)
     inv_dc[has_edge] = m2 / (resolution * deg[has_edge])
     dense = n * n * 8 <= _DENSE_MAX_BYTES and a.nnz >= _DENSE_MIN_FILL * n * n
+    keep = rows != a.indices  # the node's own loop is not an edge to its community
+    off = sp.csr_matrix((a.data[keep] * inv_dc[rows[keep]], a.indices[keep],
+                         np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=n))])), shape=(n, n))
     if dense:
-        w = a.toarray()
-        np.fill_diagonal(w, 0.0)  # the node's own loop is not an edge to its community
-        w *= inv_dc[:, None]
+        w = off.toarray()
+
+        def column(i):
+            nb = np.flatnonzero(w[:, i])
+            return nb, w[nb, i]
     else:
-        keep = rows != a.indices  # the node's own loop is not an edge to its community
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=n))]).tolist()
-        indices = a.indices[keep]
-        data = a.data[keep] * inv_dc[rows[keep]]
+        off.has_sorted_indices = False
+        off.sort_indices()  # ties of the per-neighbour argmax: the first neighbour in (random) node order
+        indptr, indices, data = off.indptr.tolist(), off.indices, off.data
+
+        def column(i):
+            s, e = indptr[i], indptr[i + 1]
+            nb = indices[s:e]
+            return nb, data[s:e] / inv_dc[i] * inv_dc[nb]  # w_ij * inv_dc[j]: node j's scaled weight to i
     com = np.arange(n)
     tot = deg.copy()
     size = [1] * n
     degl = deg.tolist()
-    movable = np.flatnonzero(has_edge)
+    edge_l = has_edge.tolist()
     cur = resolution * float(diag.sum()) / m2 - float(np.sum((deg / m2) ** 2))
     n_com = n
     inf = np.inf
+    moves = n
     while True:
-        moved = False
-        for i in rng.permutation(n).tolist():
-            if not has_edge[i]:
-                continue
-            own = com[i]
-            ki = degl[i]
-            if dense:
-                kin = np.bincount(com, weights=w[i], minlength=n_com)
-                stay = kin[own] - (tot[own] - ki)
-                gain = np.subtract(kin, tot, out=kin)
-                best = int(gain.argmax())
-                g = gain[best]
-                if g > stay and best != own and kin[best] + tot[best] <= 0.0:  # no edge into best
+        order = rng.permutation(n)
+        if moves <= max(_BATCH_MIN_MOVES, n * _BATCH_MOVE_FRACTION) and n_com <= _BATCH_MAX_COMMUNITIES:
+            p = sp.csr_matrix((np.ones(n), (np.arange(n), com)), shape=(n, n_com))
+            k_scaled = (off @ p).toarray()
+            n_nb = (off.astype(bool).astype(np.float64) @ p).toarray()
+            moves = _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column)
+        else:
+            moves = 0
+            for i in order.tolist():
+                if not edge_l[i]:
+                    continue
+                own = com[i]
+                ki = degl[i]
+                if dense:
                     kin = np.bincount(com, weights=w[i], minlength=n_com)
-                    gain = np.where(kin > 0.0, kin - tot, -inf)
+                    gain = np.subtract(kin, tot, out=kin)
+                    stay = gain[own] + ki
                     best = int(gain.argmax())
                     g = gain[best]
-            else:
-                s, e = indptr[i], indptr[i + 1]
-                lab = com[indices[s:e]]
-                kin = np.bincount(lab, weights=data[s:e], minlength=n_com)
-                gain = kin[lab] - tot[lab]  # per neighbour: its community's gain
-                stay = kin[own] - (tot[own] - ki)
-                j = int(gain.argmax())
-                best = int(lab[j])
-                g = gain[j]
-            if best != own and g > stay:
-                size[own] -= 1
-                tot[own] = tot[own] - ki if size[own] else inf
-                size[best] += 1
-                tot[best] += ki
-                com[i] = best
-                moved = True
+                    if g > stay and best != own and g + tot[best] <= 0.0:  # no edge into best
+                        kin = np.bincount(com, weights=w[i], minlength=n_com)
+                        gain = np.where(kin > 0.0, kin - tot, -inf)
+                        best = int(gain.argmax())
+                        g = gain[best]
+                else:
+                    s, e = indptr[i], indptr[i + 1]
+                    lab = com[indices[s:e]]
+                    kin = np.bincount(lab, weights=data[s:e], minlength=n_com)
+                    gain = kin[lab] - tot[lab]  # per neighbour: its community's gain
+                    stay = kin[own] - (tot[own] - ki)
+                    j = int(gain.argmax())
+                    best = int(lab[j])
+                    g = gain[j]
+                if best != own and g > stay:
+                    size[own] -= 1
+                    tot[own] = tot[own] - ki if size[own] else inf
+                    size[best] += 1
+                    tot[best] += ki
+                    com[i] = best
+                    moves += 1
         com, n_com = _compact(com)
         tot = np.bincount(com, weights=deg, minlength=n_com)
         size = np.bincount(com, minlength=n_com).tolist()
         new = _quality(a, com, resolution, rows, deg)
-        if not moved or new - cur < _MIN:
+        if not moves or new - cur < _MIN:
             return com, new
         cur = new
 
@@ -204,7 +275,7 @@ def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, fl
 def _aggregate(a: sp.csr_matrix, com: np.ndarray, n_com: int) -> sp.csr_matrix:
     p = sp.csr_matrix((np.ones(com.size), (np.arange(com.size), com)), shape=(com.size, n_com))
     out = (p.T @ a @ p).tocsr()
-    out.sum_duplicates()
+    out.sum_duplicates()  # canonical: sorted rows (ties of the sparse path: lowest community id)
     return out
 
 
@@ -227,10 +298,11 @@ def best_partition(graph, resolution: float = 1.0, random_state: int = 0, valida
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(int(random_state))
     perm = rng.permutation(n)  # ties go to the community first in this random node order
-    a = a[perm]  # rows; then the columns renamed (CSR rows need not be sorted here)
+    a = a[perm]  # rows; then the columns renamed (sorted where the sparse path needs it)
     inv = np.empty(n, dtype=a.indices.dtype)
     inv[perm] = np.arange(n, dtype=a.indices.dtype)
     a = sp.csr_matrix((a.data, inv[a.indices], a.indptr), shape=(n, n))
+    a.has_sorted_indices = False
     resolution = float(resolution)
     node2com = np.arange(n)
     mod = None
