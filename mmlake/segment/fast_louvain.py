@@ -69,9 +69,11 @@ def adjacency(n: int, rows, cols, weights=None) -> sp.csr_matrix:
     if w.size and (not np.isfinite(w).all() or (w < 0).any()):
         raise ValueError("edges: weights must be finite and >= 0 (modularity needs non-negative weights)")
     off = rows != cols
-    r = np.concatenate([rows[off], cols[off], rows[~off]])
-    c = np.concatenate([cols[off], rows[off], cols[~off]])
-    v = np.concatenate([w[off], w[off], 2.0 * w[~off]])
+    # mirrored entries first, then loops, then the edges as given: edges given as a row-major sorted
+    # upper triangle (LouvainSegmenter's) then come out of the COO -> CSR pass with sorted rows (no sort)
+    r = np.concatenate([cols[off], rows[~off], rows[off]])
+    c = np.concatenate([rows[off], cols[~off], cols[off]])
+    v = np.concatenate([w[off], 2.0 * w[~off], w[off]])
     a = sp.coo_matrix((v, (r, c)), shape=(n, n)).tocsr()
     a.sum_duplicates()
     a.eliminate_zeros()
