@@ -213,7 +213,8 @@ def test_edge_cases():
 @pytest.mark.parametrize("weighted", [True, False])
 def test_batched_sweep_decides_as_visiting_one_by_one(monkeypatch, weighted):
     """Passes decided all at once (`_sweep_batched`, used after passes with few moves) give the
-    partition of visiting every node one by one, here forced for every pass (or never). Unweighted
+    partition of visiting every node one by one, here forced for every pass but a level's first
+    (or never, or for the first 2 moves of a pass). Unweighted
     graphs have exact ties, which CSR rows break by neighbour order (batched and dense rows: by
     community id): there only the modularity is compared."""
     g, _ = planted([30, 50, 80, 40, 20], 0.25, 0.03, seed=3, weighted=weighted)
@@ -221,11 +222,16 @@ def test_batched_sweep_decides_as_visiting_one_by_one(monkeypatch, weighted):
     for fill in (0.0, 2.0):  # dense rows, CSR rows
         monkeypatch.setattr(fl, "_DENSE_MIN_FILL", fill)
         for seed in range(3):
-            monkeypatch.setattr(fl, "_BATCH_MIN_MOVES", -1)
+            monkeypatch.setattr(fl, "_BATCH_MAX_COMMUNITIES", -1)
             one_by_one = fl.best_partition(a, random_state=seed)
+            monkeypatch.setattr(fl, "_BATCH_MAX_COMMUNITIES", 10**9)
             monkeypatch.setattr(fl, "_BATCH_MIN_MOVES", 10**9)
             batched = fl.best_partition(a, random_state=seed)
-            if weighted or fill == 0.0:
-                assert np.array_equal(one_by_one, batched)
-            else:
-                assert fl.modularity(batched, a) == pytest.approx(fl.modularity(one_by_one, a), rel=0.01)
+            monkeypatch.setattr(fl, "_BATCH_MIN_MOVES", 2)  # batched, then one by one after 2 moves
+            mixed = fl.best_partition(a, random_state=seed)
+            monkeypatch.setattr(fl, "_BATCH_MIN_MOVES", 8)
+            for other in (batched, mixed):
+                if weighted or fill == 0.0:
+                    assert np.array_equal(one_by_one, other)
+                else:
+                    assert fl.modularity(other, a) == pytest.approx(fl.modularity(one_by_one, a), rel=0.01)

@@ -131,25 +131,29 @@ def _compact(com: np.ndarray) -> tuple[np.ndarray, int]:
     return new[com], int(used.sum())
 
 
-#: a pass after one that moved at most max(_BATCH_MIN_MOVES, n * _BATCH_MOVE_FRACTION) nodes, with at
-#: most _BATCH_MAX_COMMUNITIES communities, decides all nodes at once (`_sweep_batched`)
-_BATCH_MIN_MOVES = 8
-_BATCH_MOVE_FRACTION = 1 / 32
-_BATCH_MAX_COMMUNITIES = 512
+#: every pass but a level's first, with at most _BATCH_MAX_COMMUNITIES communities, decides the nodes
+#: all at once (`_sweep_batched`) until min(n * _BATCH_MOVE_FRACTION, max(_BATCH_MIN_MOVES,
+#: _BATCH_BUDGET // C)) nodes moved (each move costs one vectorised step over the rest x C
+#: communities, a visit one by one ~ a step over C or the node's row); the rest are visited one by one
+_BATCH_MIN_MOVES = 4
+_BATCH_BUDGET = 2048
+_BATCH_MOVE_FRACTION = 1 / 8
+_BATCH_MAX_COMMUNITIES = 64
 
 
-def _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column) -> int:
+def _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column, max_moves):
     """One pass of local moving over ``order`` when few nodes are expected to move: the decision of
     every node not yet visited is computed at once from ``k_scaled`` (n x C: each node's scaled edge
     weight into each community) and ``n_nb`` (n x C: its number of neighbours there); the nodes up to
     the first one that moves keep their community (the state they see is the current one), that node
     moves, the two columns it changes are updated and the rest is decided again. The same decisions
     as visiting the nodes one by one. ``column(i)`` gives (neighbours of i, their scaled weight to i).
-    Returns the number of moves (``com``, ``tot``, ``size`` updated in place)."""
+    Stops after ``max_moves`` moves. Returns (number of moves, the nodes of ``order`` not visited yet);
+    ``com``, ``tot``, ``size`` are updated in place."""
     rem = order[has_edge[order]]
     moves = 0
     inf = np.inf
-    while rem.size:
+    while rem.size and moves < max_moves:
         kn = k_scaled[rem]
         gain = kn - tot
         own = com[rem]
@@ -175,7 +179,7 @@ def _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column)
         n_nb[nb, b] += 1
         moves += 1
         rem = rem[p + 1:]
-    return moves
+    return moves, (rem if moves >= max_moves else rem[:0])
 
 
 def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, float]:
@@ -186,8 +190,9 @@ def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, fl
     of the adjacency are pre-scaled by ``2m / (resolution * k_i)``, so a visit is one ``bincount`` of
     the scaled row by community minus the communities' total degrees. Communities that lost their last
     node get an infinite total degree (never chosen); a best community without an edge to the node
-    (not a candidate in python-louvain) sends the visit to the masked computation. Passes that follow
-    a pass with few moves run `_sweep_batched` (same decisions, one vectorised step per move)."""
+    (not a candidate in python-louvain) sends the visit to the masked computation. Passes after the
+    first start with `_sweep_batched` (same decisions, one vectorised step per move) and visit the
+    nodes one by one only if many move."""
     n = a.shape[0]
     deg = np.asarray(a.sum(axis=1)).reshape(-1)
     m2 = float(deg.sum())
@@ -223,16 +228,22 @@ def _one_level(a: sp.csr_matrix, resolution: float, rng) -> tuple[np.ndarray, fl
     cur = resolution * float(diag.sum()) / m2 - float(np.sum((deg / m2) ** 2))
     n_com = n
     inf = np.inf
-    moves = n
+    first = True
+    ones, structure = np.ones(n), None
     while True:
         order = rng.permutation(n)
-        if moves <= max(_BATCH_MIN_MOVES, n * _BATCH_MOVE_FRACTION) and n_com <= _BATCH_MAX_COMMUNITIES:
-            p = sp.csr_matrix((np.ones(n), (np.arange(n), com)), shape=(n, n_com))
+        moves = 0
+        if not first and n_com <= _BATCH_MAX_COMMUNITIES:
+            p = sp.csr_matrix((ones, com, np.arange(n + 1)), shape=(n, n_com))  # node -> community
+            if structure is None:
+                structure = sp.csr_matrix((np.ones(off.nnz), off.indices, off.indptr), shape=(n, n))
             k_scaled = (off @ p).toarray()
-            n_nb = (off.astype(bool).astype(np.float64) @ p).toarray()
-            moves = _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column)
-        else:
-            moves = 0
+            n_nb = (structure @ p).toarray()
+            max_moves = min(int(n * _BATCH_MOVE_FRACTION), max(_BATCH_MIN_MOVES, _BATCH_BUDGET // n_com))
+            moves, order = _sweep_batched(order, com, tot, size, deg, has_edge, k_scaled, n_nb, column, max_moves)
+            del k_scaled, n_nb
+        first = False
+        if order.size:
             for i in order.tolist():
                 if not edge_l[i]:
                     continue
