@@ -182,7 +182,8 @@ class LouvainSegmenter(Segmenter):
        dropped, modularity needs non-negative weights) or all of weight 1 (``weighted=False``);
     4. Louvain with ``resolution`` and ``random_state``: ``backend="numpy"`` (default) runs
        `mmlake.segment.fast_louvain.best_partition`, the same algorithm as python-louvain in numpy/scipy
-       (~20-40x faster; reproducible per seed, but not python-louvain's partition for the same seed);
+       (its Louvain stage ~20x faster in bench/segment.py at 1,024 and 10,000 chips, same modularity;
+       reproducible per seed, but not python-louvain's partition for the same seed);
        ``backend="python-louvain"`` runs ``community_louvain.best_partition(graph,
        resolution=resolution, random_state=random_state)`` on a networkx graph. Every chip is a node, so a chip without any edge becomes its own community (the preprint's
        "outliers or one-off clusters": with the mode threshold this happens to chips whose
@@ -403,8 +404,8 @@ class LouvainSegmenter(Segmenter):
                 float(self.resolution), int(self.random_state), int(self.n_bins), self.backend, self.version)
 
     def _prefetch(self, units, digests, weight_list, max_edges, full_box) -> int:
-        """Run the not yet memoised weightings of ``weight_list`` in forked worker processes (python-louvain
-        is pure Python: one core per run), filling the memo; returns the number run. Results are the
+        """Run the not yet memoised weightings of ``weight_list`` in forked worker processes (either
+        backend uses one core per run), filling the memo; returns the number run. Results are the
         serial ones (same code, same seed). Serial (0) with fewer than 2 cores or misses, below 300
         chips, without the ``fork`` start method, or with ``MMLAKE_SEGMENT_WORKERS=1``; any failure of
         the pool falls back to serial."""
