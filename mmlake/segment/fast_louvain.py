@@ -2,8 +2,9 @@
 
 Why: ``community_louvain.best_partition`` (python-louvain) walks a networkx graph edge by edge in pure
 Python (~10-20 us per edge and pass). The chip-similarity graphs of `LouvainSegmenter` are dense (a
-1,024-chip session keeps all ~523k pairs above the mode threshold) and ``modality_weights="auto"`` runs
-one Louvain per point of the weight grid, so that loop dominated segmentation time (issue 12). Here the
+1,024-chip session has ~523k chip pairs; its graphs keep up to the 250,000-edge budget of
+``max_edges="auto"``) and ``modality_weights="auto"`` runs one Louvain per point of the 11-point
+weight grid, so that loop dominated segmentation time (issue 12: ~44 s CPU per session). Here the
 per-node work of a pass is a handful of vectorised numpy calls over the node's row (a dense row when
 the graph is dense, the node's ``indptr`` slice of a CSR matrix otherwise); aggregation is the sparse
 product ``P^T W P``. No networkx graph is built.
@@ -32,9 +33,10 @@ not python-louvain's partitions for the same seed (the same algorithm, another r
 runs). With python-louvain's own visit order, one level gives its very partition (tests). Duplicate
 edges in the input are summed (networkx keeps the last one).
 
-Speed: besides the vectorised visit, a pass that follows a pass with few moves decides all nodes at
+Speed: besides the vectorised visit, every pass but a level's first starts by deciding all nodes at
 once (`_sweep_batched`: every node up to the first that moves keeps its community, then the rest is
-decided again), which makes the usual last 1-3 passes of a level cost a few vectorised steps.
+decided again), for a budget of moves; the usual last 1-3 passes of a level, with few moves, then
+cost a few vectorised steps instead of one visit per node.
 """
 
 from __future__ import annotations
