@@ -16,7 +16,7 @@ approximation of fitting all columns jointly; tails of bright neighbours no long
 columns' centres. By default every column keeps the image's width ``s0`` (over a disk of 1.5 s0 on
 overlapping columns, width, amplitude and offset are nearly degenerate: a free width makes the
 intensity meaningless); ``free_sigma_z`` frees it for columns at least that many standard errors
-bright (used on a crop to measure ``s0`` itself).
+bright (used on a crop to measure ``s0`` itself); ``Fit.free`` says which accepted fits had it free.
 
 A fit is accepted when ``A > 0``, a fitted width stays inside ``[0.35, 3] x s0`` and the centre
 stays within ``max_shift`` of the candidate; a column that fitted in an earlier pass keeps that
@@ -45,6 +45,7 @@ class Fit:
     ok: np.ndarray
     rms: np.ndarray  # RMS residual of the fit over its disk (image units)
     amp_se: np.ndarray  # amplitude standard error for unit white noise, offset known (x noise)
+    free: np.ndarray | None = None  # the accepted fit had a free width (``free_sigma_z``)
 
     @property
     def volume(self) -> np.ndarray:
@@ -184,7 +185,7 @@ def fit_columns(
     n = len(rc)
     if n == 0:
         z = np.zeros(0)
-        return Fit(z, z, z, z, z, np.zeros(0, bool), z, z)
+        return Fit(z, z, z, z, z, np.zeros(0, bool), z, z, np.zeros(0, bool))
     s0 = float(sigma0)
     h = max(2, int(np.ceil(radius_sigma * s0)))  # fit patch half-size: the disk fits inside
     h_render = max(2, int(np.ceil(3.0 * s0)))  # neighbour model: +-3 sigma
@@ -206,6 +207,7 @@ def fit_columns(
     ok = np.zeros(n, dtype=bool)
     rms = np.full(n, np.nan)
     se = np.full(n, np.inf)
+    was_free = np.zeros(n, dtype=bool)
     centre = len(dy) // 2
     active = np.ones(n, dtype=bool)
     if batch is None:  # batches of 1000-8192 columns, at least one per thread
@@ -270,6 +272,7 @@ def fit_columns(
             c[sl] = np.where(good, p[:, 4], np.where(keep_prev, c[sl], lo))
             rms[sl] = np.where(new, np.sqrt(cost / npx), rms[sl])
             se[sl] = np.where(good, se_b, np.where(keep_prev, se[sl], np.inf))
+            was_free[sl] = np.where(good, free, keep_prev & was_free[sl])
             ok[sl] = good | keep_prev
 
         chunks = [idx_all[b0:b0 + batch] for b0 in range(0, len(idx_all), batch)]
@@ -281,4 +284,4 @@ def fit_columns(
         else:
             for ch in chunks:
                 run(ch)
-    return Fit(y, x, A, s, c, ok, rms, se)
+    return Fit(y, x, A, s, c, ok, rms, se, was_free)
