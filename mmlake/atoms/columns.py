@@ -9,7 +9,9 @@ Steps of :func:`locate_columns`:
 1. scan-line jitter (``scan_correction``): per-row x offsets against the image smoothed across
    rows (:mod:`mmlake.atoms.scan`), rows shifted back;
 2. sigma: ``sigma_px`` if given, else the LoG estimate (:func:`mmlake.atoms.detect.estimate_sigma_px`)
-   refined by the median width of the bright columns of a 512 px central crop fitted with free width;
+   refined by the median width of the bright columns of a 512 px central crop fitted with free width
+   (only fits whose free width was accepted count; repeated with the new width, candidates and
+   disks, until it changes by <= 2 %, at most ``sigma_rounds`` rounds);
 3. candidates: local maxima of ``-LoG`` at ``log_scale x sigma`` above ``k_candidate`` x its noise,
    at least ``min_separation_px`` apart (default ``max(2, sigma)``): generous, resolution first;
 4. batched Gaussian fits (:mod:`mmlake.atoms.refine`, width fixed at sigma); a candidate is a
@@ -18,6 +20,9 @@ Steps of :func:`locate_columns`:
 5. with scan correction, the fitted columns rendered are a jitter-free model of the image: the row
    offsets are refined against it (each row against its own model row), and candidates and fits
    (``passes`` rounds of neighbour subtraction) are redone on the re-corrected image;
+5b. (``lattice_jitter``) what that leaves, the band average of the offsets over the rows a column
+   spans, from the crystal's translations (:func:`mmlake.atoms.scan.lattice_band_offsets`, ridge
+   ``lattice_ridge``); when a lattice is found, candidates and fits are redone once more;
 6. fitted centres closer than ``0.5 sigma`` are merged (the brighter kept); columns whose centre left
    the image are dropped.
 
@@ -35,7 +40,7 @@ import numpy as np
 from mmlake.atoms import detect
 from mmlake.atoms.refine import Fit, fit_columns
 
-METHOD_VERSION = "1"
+METHOD_VERSION = "2"
 
 
 @dataclass
@@ -77,10 +82,16 @@ def locate_columns(
     scan_correction: bool = True,
     max_jitter_px: float = 3.0,
     radius_sigma: float = 1.5,
+    sigma_rounds: int = 3,
+    lattice_jitter: bool = True,
+    lattice_ridge: float = 3.0,
 ) -> Located:
     """Detect and refine atomic columns (see module docstring). ``log_scale``: scale of the
-    candidate Laplacian in units of sigma."""
+    candidate Laplacian in units of sigma; ``sigma_rounds``: at most this many rounds of the width
+    estimate (step 2) when ``sigma_px`` is not given."""
     img = _as_image(image)
+    if not isinstance(sigma_rounds, (int, np.integer)) or sigma_rounds < 1:
+        raise ValueError(f"sigma_rounds must be an integer >= 1, got {sigma_rounds!r}")
     for nm, v in (("k_noise", k_noise), ("rel_threshold", rel_threshold), ("log_scale", log_scale),
                   ("max_jitter_px", max_jitter_px), ("radius_sigma", radius_sigma)):
         if not (isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) and v >= 0):
@@ -114,13 +125,21 @@ def locate_columns(
         h0, w0 = img.shape
         cy0, cx0 = max(0, h0 // 2 - 256), max(0, w0 // 2 - 256)
         crop = img[cy0:cy0 + 512, cx0:cx0 + 512]
-        fc = fit_columns(crop, candidates(crop, s, sep), s, passes=1, radius_sigma=radius_sigma, noise=noise,
-                         prune=prune, free_sigma_z=20.0)
-        bright = fc.ok & (fc.amplitude >= 20.0 * max(noise, 1e-300) * fc.amp_se)
-        if bright.sum() >= 10:
-            s = float(np.median(fc.sigma[bright]))
+        # iterated (candidates, disks and the start width depend on s); only fits whose width was
+        # free and accepted vote: a fit that fell back to the start width would vote for the start
+        for _ in range(sigma_rounds):
+            fc = fit_columns(crop, candidates(crop, s, sep), s, passes=1, radius_sigma=radius_sigma, noise=noise,
+                             prune=prune, free_sigma_z=20.0)
+            bright = fc.ok & fc.free & (fc.amplitude >= 20.0 * max(noise, 1e-300) * fc.amp_se)
+            if bright.sum() < 10:
+                break
+            s_new = float(np.median(fc.sigma[bright]))
+            done = abs(s_new - s) <= 0.02 * s
+            s = s_new
             if min_separation_px is None:
                 sep = max(2.0, 1.0 * s)
+            if done:
+                break
     rc = candidates(img, s, sep)
     # with scan correction this fit only models the image for the row-offset refinement: no
     # neighbour-subtraction passes needed there
@@ -140,14 +159,27 @@ def locate_columns(
         offsets = new_offsets
         fit = fit_columns(img, rc, s, passes=passes, radius_sigma=radius_sigma, noise=noise, prune=prune)
         keep = _significant(fit, noise, k_noise, rel_threshold)
+    lattice_info = None
+    if scan_correction and lattice_jitter and keep.sum() >= 30:
+        # the band average of the row offsets, from the crystal's translations (scan.py)
+        from mmlake.atoms.scan import correct_rows, lattice_band_offsets
+
+        band = lattice_band_offsets(fit.y[keep], fit.x[keep], img0.shape[0], s, ridge=lattice_ridge)
+        if band is not None:
+            offsets = np.clip(offsets + band[0], -max_jitter_px, max_jitter_px)
+            lattice_info = {"vectors": band[1], "pairs": band[2], "ridge": round(band[3], 4)}
+            img = correct_rows(img0, offsets)
+            rc = candidates(img, s, sep)
+            fit = fit_columns(img, rc, s, passes=passes, radius_sigma=radius_sigma, noise=noise, prune=prune)
+            keep = _significant(fit, noise, k_noise, rel_threshold)
     keep &= _merge(fit, 0.5 * s) & (fit.y >= -0.5) & (fit.y <= img.shape[0] - 0.5) \
         & (fit.x >= -0.5) & (fit.x <= img.shape[1] - 0.5)
     params = {"method": "peaks+batched_gauss_lm", "method_version": METHOD_VERSION,
               "sigma_px": round(s, 4), "sigma_estimated": estimated, "min_separation_px": round(sep, 4),
               "k_noise": k_noise, "k_candidate": k_candidate, "rel_threshold": rel_threshold,
-              "log_scale": log_scale, "passes": int(passes),
+              "log_scale": log_scale, "passes": int(passes), "sigma_rounds": int(sigma_rounds),
               "radius_sigma": radius_sigma, "noise": noise, "scan_correction": bool(scan_correction),
-              "row_jitter_rms_px": float(np.sqrt(np.mean(offsets ** 2)))}
+              "row_jitter_rms_px": float(np.sqrt(np.mean(offsets ** 2))), "lattice_jitter": lattice_info}
     return Located(fit.y[keep], fit.x[keep], fit.amplitude[keep], fit.sigma[keep], fit.volume[keep],
                    fit.offset[keep], fit.ok[keep], params)
 

@@ -9,8 +9,10 @@ within ``+-max_shift_px``; rows without structure (normalised correlation below 
 Up to three rounds, each against the reference of the image corrected so far; the median offset is
 removed (a global shift is not jitter). Given a jitter-free model of the image instead (the fitted
 columns rendered), one round against it refines the offsets: each row then meets its own row of the
-model, not a blur of its jittered neighbours. :func:`correct_rows` applies the offsets by Fourier
-shift.
+model, not a blur of its jittered neighbours. That leaves the band average of the offsets over the
+few rows a column spans (the fitted centres carry it): :func:`lattice_band_offsets` recovers it from
+the crystal's translations (:func:`translations`). :func:`correct_rows` applies the offsets by
+Fourier shift.
 """
 
 from __future__ import annotations
@@ -99,3 +101,110 @@ def correct_rows(image: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     if not np.any(off):
         return img.copy()
     return _shift_rows(img, off)
+
+
+def lattice_band_offsets(
+    y: np.ndarray, x: np.ndarray, n_rows: int, sigma_px: float, *, tol_px: float = 1.5, max_vectors: int = 12,
+    ridge: float = 3.0, min_pairs_share: float = 0.05, knn: int = 25, max_spread_px: float = 0.5,
+    min_pairs_per_column: float = 1.0,
+) -> tuple[np.ndarray, int, int, float] | None:
+    """Row offsets of the jitter a column fit cannot see row by row, from the crystal's
+    translations. A fitted centre averages the few rows its column spans, so it carries their mean
+    offset, and rows matched against a model of the fits (:func:`row_jitter` with ``reference``)
+    keep that band average: for a band of rows that only one line of columns crosses, "the rows
+    moved" and "the columns sit there" look the same. A lattice tells them apart: for a repeated
+    neighbour vector ``t`` (a mode of the neighbour-vector histogram with a vertical component of
+    at least 1 px, at least ``max(15, min_pairs_share x n)`` pairs within ``tol_px``, and pair
+    vectors that agree in y to ``max_spread_px`` (robust), so a translation of the structure, not
+    an amorphous neighbourhood), each pair (i, j = i + t) gives ``x_j - x_i - t_x = J_j - J_i``, ``J``
+    the row offsets averaged over the rows each column spans (Gaussian weights, width
+    ``sigma_px``), ``t`` the median pair vector (a uniform shear stays the lattice's). Sparse least
+    squares over all pairs of up to ``max_vectors`` vectors with a ridge on ``J`` (white jitter
+    prior; the pairs also carry the columns' own displacements, which the ridge keeps out of ``J``),
+    solved by the banded normal equations. Returns (offsets to add to the row offsets,
+    ``correct_rows`` convention; vectors used; pairs used; ridge), or None with fewer than
+    ``min_pairs_per_column x n`` pairs (no lattice found: amorphous, too few columns)."""
+    from scipy.sparse import csr_matrix, identity
+    from scipy.sparse.linalg import spsolve
+
+    pts = np.column_stack([y, x]).astype(np.float64)
+    n = len(pts)
+    if n < 30:
+        return None
+    tr = translations(pts, tol_px=tol_px, max_vectors=max_vectors, min_pairs_share=min_pairs_share, knn=knn,
+                      max_spread_px=max_spread_px, min_dy_px=1.0)
+    eqs = [(ii, jj, dev[:, 1]) for t, ii, jj, dev in tr]
+    if not eqs or sum(len(e[0]) for e in eqs) < min_pairs_per_column * n:
+        return None
+    ii = np.concatenate([e[0] for e in eqs])
+    jj = np.concatenate([e[1] for e in eqs])
+    dv = np.concatenate([e[2] for e in eqs])
+    h = max(1, int(np.ceil(2.0 * sigma_px)))
+    off = np.arange(-h, h + 1)
+    r = np.rint(pts[:, 0]).astype(np.int64)[:, None] + off[None, :]
+    w = np.exp(-0.5 * ((r - pts[:, 0:1]) / max(sigma_px, 0.5)) ** 2)
+    w = np.where((r >= 0) & (r < n_rows), w, 0.0)
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    r = np.clip(r, 0, n_rows - 1)
+    m = len(ii)
+    cols = np.concatenate([r[jj], r[ii]], axis=1)
+    vals = np.concatenate([w[jj], -w[ii]], axis=1)
+    A = csr_matrix((vals.ravel(), (np.repeat(np.arange(m), cols.shape[1]), cols.ravel())), shape=(m, n_rows))
+    # normal equations: A^T A is banded (pairs couple rows at most |t_y| + 2 sigma apart)
+    J = spsolve((A.T @ A + ridge * identity(n_rows, format="csr")).tocsc(), A.T @ dv)
+    return -(J - np.median(J)), len(eqs), int(m), float(ridge)
+
+
+def translations(
+    pts: np.ndarray, *, tol_px: float = 1.5, max_vectors: int = 12, min_pairs_share: float = 0.05, knn: int = 25,
+    max_spread_px: float = 0.5, min_dy_px: float = 0.0,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Repeated neighbour vectors of a point set (column centres (n, 2), (y, x)): modes of the
+    vectors to the ``knn`` nearest neighbours (0.5 px histogram smoothed by 0.75 px), one of each
+    +-pair (``t_y > 0``, or ``t_y = 0`` and ``t_x > 0``; ``t_y >= min_dy_px`` when that is > 0), kept
+    when at least ``max(15, min_pairs_share x n)`` points have a partner at ``r + t`` within
+    ``tol_px`` and the pair vectors agree to ``max_spread_px`` (robust spread of their y component,
+    which row jitter does not touch). ``t`` is the median pair vector. Returns up to ``max_vectors``
+    of (t, i, j, r_j - r_i - t), the most frequent first."""
+    from scipy.ndimage import gaussian_filter, maximum_filter
+    from scipy.spatial import cKDTree
+
+    pts = np.asarray(pts, dtype=np.float64)
+    n = len(pts)
+    if n < 30:
+        return []
+    tree = cKDTree(pts)
+    _, j = tree.query(pts, k=min(knn, n))
+    vec = (pts[j[:, 1:]] - pts[:, None, :]).reshape(-1, 2)
+    R = float(np.max(np.abs(vec))) + 1.0
+    nb = int(np.ceil(2 * R / 0.5))
+    H, ey, ex = np.histogram2d(vec[:, 0], vec[:, 1], bins=nb, range=[[-R, R], [-R, R]])
+    Hs = gaussian_filter(H, 1.5)
+    peak = (Hs == maximum_filter(Hs, size=5)) & (Hs > 0)
+    pi, pj = np.nonzero(peak)
+    o = np.argsort(-Hs[pi, pj])[:80]
+    seen, out = [], []
+    for a, b in zip(pi[o], pj[o]):
+        v = np.array([0.5 * (ey[a] + ey[a + 1]), 0.5 * (ex[b] + ex[b + 1])])
+        upper = v[0] > 0.25 or (abs(v[0]) <= 0.25 and v[1] > 0)
+        if not upper or (min_dy_px > 0 and v[0] < min_dy_px) or np.hypot(*v) < 1.0:
+            continue
+        if any(np.hypot(*(v - c)) < tol_px for c in seen):
+            continue
+        seen.append(v)
+        for _ in range(2):
+            dd, jj = tree.query(pts + v, k=1, distance_upper_bound=tol_px)
+            ok = np.isfinite(dd)
+            if ok.sum() < max(15, min_pairs_share * n):
+                break
+            ii, jj = np.flatnonzero(ok), jj[ok]
+            dv = pts[jj] - pts[ii]
+            v = np.median(dv, axis=0)
+        else:
+            dev = dv - v
+            if 1.4826 * np.median(np.abs(dev[:, 0])) <= max_spread_px:
+                out.append((v, ii, jj, dev))
+        if len(out) >= max_vectors:
+            break
+    return out
+
