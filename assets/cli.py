@@ -296,14 +296,14 @@ def cmd_migrate(args) -> int:
         with _catalog.writer_lock(lake.catalog, lake.lock_timeout_s), \
                 _catalog.cursor(lake.catalog, read_only=False) as con:
             before = schema_version(con)
-            steps = upgrade(con, lake.db_path)
+            steps = upgrade(con, lake.db_path, force=True)
     else:
         import duckdb
 
         con = duckdb.connect(str(lake.db_path))
         try:
             before = schema_version(con)
-            steps = upgrade(con, lake.db_path)
+            steps = upgrade(con, lake.db_path, force=True)
         finally:
             con.close()
     lake.ensure()

@@ -57,8 +57,9 @@ def set_meta(con, key: str, value: str) -> None:
     con.execute("insert into schema_meta values (?, ?, ?)", [key, value, dt.datetime.now(dt.timezone.utc)])
 
 
-def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None) -> list[str]:
-    """Bring the lake to the current schema (idempotent). Returns what was done, one line a step."""
+def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None, *, force: bool = False) -> list[str]:
+    """Bring the lake to the current schema (idempotent). Returns what was done, one line a step.
+    Skipped when the lake records this schema.sql's sha already, unless `force` (`mmlake migrate`)."""
     from mmlake.lake import SQL_DIR, apply_schema
 
     version = schema_version(con)
@@ -69,8 +70,11 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None) -
 
     ducklake = is_ducklake(con)
     schema_sha = hashlib.sha256((SQL_DIR / "schema.sql").read_bytes()).hexdigest()
-    if ducklake and version == CURRENT and meta_value(con, "schema_sha") == schema_sha:
-        return []  # DuckLake: every DDL statement is a catalog write (a snapshot); skip when nothing changed
+    if not force and version == CURRENT and meta_value(con, "schema_sha") == schema_sha:
+        # nothing changed since the schema was last applied. On DuckLake every DDL statement is a
+        # catalog write (a snapshot); on the DuckDB file the full check (row counts of every table,
+        # a reference schema in memory) cost ~1 s per Lake object, a dozen times per ingest
+        return []
     done: list[str] = []
     con.execute("begin transaction")
     try:
@@ -85,8 +89,7 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None) -
             raise LakeError(f"migration would lose rows {lost}; nothing was changed")
         # delete + insert, not INSERT OR REPLACE: DuckLake has no primary keys (one row per key all the same)
         set_meta(con, "schema_version", str(CURRENT))
-        if ducklake:
-            set_meta(con, "schema_sha", schema_sha)
+        set_meta(con, "schema_sha", schema_sha)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

@@ -212,6 +212,28 @@ def test_closed_form_cliff_lorimer_equals_exspy(session):
     np.testing.assert_allclose(closed, res.atomic_percent, atol=2e-3)
 
 
+def test_exspy_array_path_equals_exspy_signal_quantification(session):
+    """exspy_cliff_lorimer calls exspy's CL functions on arrays; it must be what
+    EDSTEMSpectrum.quantification returns for the same intensities (with rows where one line or none
+    is above exspy's threshold, and intensities handed to exspy in reverse order)."""
+    from mmlake.eds.cliff_lorimer import exspy_cliff_lorimer, exspy_cliff_lorimer_signals
+    from mmlake.eds.spectra import exspy_signal
+
+    grid, sums, _, _ = session
+    res = quantify(sums, grid)
+    I = res.intensities.astype(np.float64)[:64].copy()
+    I[1, 1:] = 0.0  # one line only
+    I[2, :] = 0.05  # none above 0.1 counts
+    valid = np.ones(len(I), dtype=bool)
+    valid[3] = False
+    s = exspy_signal(np.ones((len(I), 32)), 0.0, 0.01, 300.0, 130.0, res.setup)
+    fast = exspy_cliff_lorimer(s, res.setup, I, valid, (len(I),))
+    ref = exspy_cliff_lorimer_signals(s, res.setup, I, valid, (len(I),))
+    assert fast.shape == ref.shape == (len(I) - 1, len(res.setup.lines))
+    np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast[3:], res.atomic_percent[4:64], atol=1e-5)  # rows 4.. untouched (stored float32)
+
+
 def test_only_empty_or_lineless_chips_are_null_and_odd_rows_are_kept(session, monkeypatch):
     """NULL means 'no counts' or 'no line above exspy's threshold', with the reason; a row that does
     not sum to 100 for any other reason is returned as it is (the lake's sum check must see it)."""

@@ -61,11 +61,31 @@ def cl_covariance(I: np.ndarray, cov_I: np.ndarray, setup: LineSetup) -> np.ndar
 
 
 def exspy_cliff_lorimer(s, setup: LineSetup, I: np.ndarray, valid: np.ndarray, nav_shape) -> np.ndarray:
-    """exspy's quantification of the given intensities on signal ``s``; returns (n_valid, m) at.%.
+    """exspy's Cliff-Lorimer of the given intensities; returns (n_valid, m) at.%.
 
-    The intensity signals are built as exspy builds them (navigation-only signals carrying their line
-    name) and deliberately handed over in REVERSE alphabetical order: matching k-factors by line name
-    must not care about the order exspy returns them in."""
+    These are the two functions ``EDSTEMSpectrum.quantification(method="CL",
+    composition_units="atomic")`` runs (exspy 0.3, ``signals/eds_tem.py``): ``quantification_cliff_
+    lorimer`` on the stacked intensities, then ``material.weight_to_atomic`` and ``nan_to_num``,
+    called on the arrays. The signal method wraps them in HyperSpy signals (stack, split, deep copies
+    of the metadata): ~6 s CPU per call on 2 cores even for 4 chips, the largest single cost of a
+    small ingest. ``tests/test_eds.py`` checks this equals the signal method on the same intensities.
+    ``s`` and ``nav_shape`` are kept for callers that pass the session's signal."""
+    from exspy import material
+    from exspy._misc.eds import utils as utils_eds
+
+    n, m = I.shape
+    intens = np.where(valid[:, None], I, 0.0).T.astype(np.float64)  # (m, n): elements first, as exspy wants
+    factors = [setup.kfactor(line) for line in setup.lines]
+    weight = utils_eds.quantification_cliff_lorimer(intens, factors, absorption_correction=None, mask=None) * 100.0
+    atomic = np.nan_to_num(material.weight_to_atomic(weight, list(setup.elements)))
+    return np.asarray(atomic, dtype=np.float64).T.reshape(n, m)[valid]
+
+
+def exspy_cliff_lorimer_signals(s, setup: LineSetup, I: np.ndarray, valid: np.ndarray, nav_shape) -> np.ndarray:
+    """The same through ``s.quantification`` on HyperSpy intensity signals (the reference the array
+    path is tested against). The intensity signals are built as exspy builds them (navigation-only,
+    carrying their line name) and handed over in REVERSE order: matching k-factors by line name must
+    not care about the order exspy returns them in."""
     from hyperspy.signals import BaseSignal
 
     n = I.shape[0]
