@@ -22,7 +22,7 @@ from typing import Any
 
 PROJECT_PACKAGES = ("mmlake", "assets", "resources")
 INFRASTRUCTURE = frozenset({
-    "mmlake.lake", "mmlake.errors", "mmlake.plots", "mmlake.atoms.plots", "mmlake.codeversion", "mmlake.migrate",
+    "mmlake.lake", "mmlake.errors", "mmlake.plots", "mmlake.raster", "mmlake.atoms.plots", "mmlake.codeversion", "mmlake.migrate",
     "mmlake.sqlguard", "assets.common", "assets.partitions", "assets.checks", "assets.sensors",
     "assets.schedules", "assets.runner", "assets.cli", "assets.definitions", "assets.scaleout",
     "resources.lake", "resources.landing",

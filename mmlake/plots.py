@@ -1,10 +1,16 @@
-"""Static pictures (PNG bytes) for asset metadata and reports. matplotlib with the Agg backend."""
+"""Static pictures (PNG bytes) for asset metadata and reports.
+
+Image thumbnails (sessions, chips, feature and element maps, segmentation overlays, agreement) are
+drawn with Pillow through :mod:`mmlake.raster` (milliseconds each); charts with axes (the
+ordered-vs-disordered composition bars) use matplotlib with the Agg backend."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+
+from mmlake import raster
 
 
 def _figure(n_panels: int, size: float = 3.2):
@@ -27,31 +33,28 @@ def to_png(fig, dpi: int = 80) -> bytes:
 
 
 def session_thumbnail(haadf: np.ndarray | None, count_map: np.ndarray | None, title: str) -> bytes:
-    """HAADF image and EDS total-count map side by side."""
-    panels = [(n, a) for n, a in (("HAADF", haadf), ("EDS counts / pixel", count_map)) if a is not None]
-    fig, axes = _figure(len(panels))
-    for ax, (name, img) in zip(axes, panels):
-        ax.imshow(img, cmap="gray" if name == "HAADF" else "viridis")
-        ax.set_title(f"{title}\n{name}", fontsize=8)
-        ax.axis("off")
-    return to_png(fig)
+    """HAADF image and EDS total-count map side by side (Pillow, :mod:`mmlake.raster`)."""
+    panels = []
+    if haadf is not None:
+        panels.append(raster.Panel(raster.colourise(haadf, "gray", percentiles=(1, 99))[0], "HAADF"))
+    if count_map is not None:
+        rgb, lo, hi = raster.colourise(count_map, "viridis")
+        panels.append(raster.Panel(rgb, "EDS counts / pixel", colourbar=("viridis", lo, hi)))
+    return raster.compose(panels, title)
 
 
 def chip_grid_thumbnail(haadf: np.ndarray | None, chip_counts: np.ndarray | None, chip_px: int, title: str) -> bytes:
     """HAADF with the chip grid drawn over it, and EDS counts per chip."""
-    panels = [(n, a) for n, a in (("HAADF + chip grid", haadf), ("EDS counts / chip", chip_counts)) if a is not None]
-    fig, axes = _figure(len(panels))
-    for ax, (name, img) in zip(axes, panels):
-        ax.imshow(img, cmap="gray" if haadf is img else "viridis")
-        if img is haadf:
-            h, w = img.shape
-            for y in range(0, h - chip_px + 1, chip_px):
-                ax.axhline(y - 0.5, color="yellow", lw=0.3)
-            for x in range(0, w - chip_px + 1, chip_px):
-                ax.axvline(x - 0.5, color="yellow", lw=0.3)
-        ax.set_title(f"{title}\n{name}", fontsize=8)
-        ax.axis("off")
-    return to_png(fig)
+    panels = []
+    if haadf is not None:
+        h, w = np.shape(haadf)[:2]
+        lines = (list(range(0, h - chip_px + 1, chip_px)), list(range(0, w - chip_px + 1, chip_px)), (255, 214, 10))
+        panels.append(raster.Panel(raster.colourise(haadf, "gray", percentiles=(1, 99))[0], "HAADF + chip grid",
+                                   grid_lines=lines))
+    if chip_counts is not None:
+        rgb, lo, hi = raster.colourise(chip_counts, "viridis")
+        panels.append(raster.Panel(rgb, "EDS counts / chip", colourbar=("viridis", lo, hi)))
+    return raster.compose(panels, title)
 
 
 def pca_map(vectors: np.ndarray, n_rows: int, n_cols: int, title: str) -> bytes:
@@ -64,26 +67,19 @@ def pca_map(vectors: np.ndarray, n_rows: int, n_cols: int, title: str) -> bytes:
         pcs = np.pad(pcs, ((0, 0), (0, 3 - pcs.shape[1])))
     lo, hi = pcs.min(axis=0), pcs.max(axis=0)
     rgb = ((pcs - lo) / np.where(hi > lo, hi - lo, 1)).reshape(n_rows, n_cols, 3)
-    fig, axes = _figure(1)
-    axes[0].imshow(rgb)
-    axes[0].set_title(f"{title}\nPCA 1-3 as RGB", fontsize=8)
-    axes[0].axis("off")
-    return to_png(fig)
+    return raster.compose([raster.Panel((rgb * 255).round().astype(np.uint8), "PCA 1-3 as RGB")], title)
 
 
 def element_maps(atomic_percent: np.ndarray, elements: list[str], n_rows: int, n_cols: int, title: str,
                  most: int = 6) -> bytes:
-    """Per-chip atomic % maps of the elements with the highest mean."""
+    """Per-chip atomic % maps of the elements with the highest mean, each with its colour bar."""
     at = np.asarray(atomic_percent, dtype=np.float64)
-    order = np.argsort(-np.nan_to_num(np.nanmean(at, axis=0)))[:most]
-    fig, axes = _figure(len(order), size=2.2)
-    for ax, j in zip(axes, order):
-        im = ax.imshow(at[:, j].reshape(n_rows, n_cols), cmap="magma")
-        ax.set_title(f"{elements[j]} at.%", fontsize=8)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(title, fontsize=8)
-    return to_png(fig)
+    order = np.argsort(-np.nan_to_num(np.nanmean(at, axis=0))) if at.size else np.zeros(0, int)
+    panels = []
+    for j in order[:most]:
+        rgb, lo, hi = raster.colourise(at[:, j].reshape(n_rows, n_cols), "magma")
+        panels.append(raster.Panel(rgb, f"{elements[j]} at.%", colourbar=("magma", lo, hi)))
+    return raster.compose(panels, title, panel_px=160)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,20 +95,15 @@ _MODALITY_ORDER = ("haadf", "eds", "ensemble")
 
 
 def _label_colors(labels: np.ndarray, roles: dict | None):
-    """RGBA lookup (n_labels, 4) and legend entries for a label array; role colours where known."""
-    from matplotlib import colors as mcolors
-    import matplotlib
-
-    tab = matplotlib.colormaps["tab10"]
+    """RGB lookup (n_labels, 3) uint8 and legend entries for a label array; role colours where known."""
     uniq = [int(v) for v in np.unique(labels) if v >= 0]
-    lut = np.zeros((max(uniq, default=0) + 1, 4))
+    lut = np.zeros((max(uniq, default=0) + 1, 3), np.uint8)
     legend = []
     for i, lab in enumerate(uniq):
         role = (roles or {}).get(lab)
-        col = ROLE_COLORS.get(role) if role else None
-        rgba = mcolors.to_rgba(col) if col else tab(i % 10)
-        lut[lab] = rgba
-        legend.append((f"{lab}: {role}" if role else f"label {lab}", rgba))
+        rgb = raster.hex_rgb(ROLE_COLORS.get(role) if role and role in ROLE_COLORS else raster.TAB10[i % 10])
+        lut[lab] = rgb
+        legend.append((f"{lab}: {role}" if role else f"label {lab}", rgb))
     return lut, legend
 
 
@@ -137,41 +128,33 @@ def segmentation_overlay(
     colours regions by role (substrate purple, ordered film blue, disordered film brown, cap olive).
     Labels < 0 (unassigned) are left uncoloured.
     """
-    from matplotlib.patches import Patch
-
     if not segmentations:
-        fig, axes = _figure(1)
-        axes[0].text(0.5, 0.5, "no segmentation", ha="center", va="center")
-        axes[0].axis("off")
-        return to_png(fig)
+        return raster.compose([], f"{title}: no segmentation")
     methods, mods = _panel_order(list(segmentations))
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(methods), len(mods), figsize=(2.7 * len(mods), 2.9 * len(methods)), squeeze=False)
     shape = (grid.origin_y + grid.n_rows * grid.chip_px, grid.origin_x + grid.n_cols * grid.chip_px)
-    base = grid.crop(np.asarray(haadf, dtype=np.float32)) if haadf is not None else None
-    for i, m in enumerate(methods):
-        for j, d in enumerate(mods):
-            ax = axes[i][j]
-            ax.axis("off")
+    base = None
+    if haadf is not None:
+        base = raster.colourise(grid.crop(np.asarray(haadf, dtype=np.float32)), "gray", percentiles=(1, 99))[0]
+    panels = []
+    for m in methods:
+        for d in mods:
             lab = segmentations.get((m, d))
             if lab is None:
-                ax.set_title(f"{m} / {d}\n(no output)", fontsize=7)
+                blank = np.full((*(base.shape[:2] if base is not None else (grid.n_rows, grid.n_cols)), 3), 255, np.uint8)
+                panels.append(raster.Panel(blank, f"{m} / {d}\n(no output)"))
                 continue
             lab = np.asarray(lab).astype(np.int64)
             lut, legend = _label_colors(lab, (roles or {}).get((m, d)))
-            pix = grid.crop(grid.upsample(lab, shape, fill=-1))
-            over = np.where(pix[..., None] >= 0, lut[np.maximum(pix, 0)], 0.0)
-            over[..., 3] = np.where(pix >= 0, alpha if base is not None else 1.0, 0.0)
             if base is not None:
-                lo, hi = np.percentile(base, [1, 99])
-                ax.imshow(base, cmap="gray", vmin=lo, vmax=hi)
-            ax.imshow(over)
-            ax.set_title(f"{m} / {d}", fontsize=7)
-            ax.legend(handles=[Patch(color=c, label=t) for t, c in legend[:8]], fontsize=5, loc="lower left",
-                      framealpha=0.7, handlelength=1.0, borderpad=0.3)
-    fig.suptitle(title, fontsize=8, y=1.04)
-    return to_png(fig)
+                pix = grid.crop(grid.upsample(lab, shape, fill=-1))
+                colour = lut[np.maximum(pix, 0)].astype(np.float32)
+                a = np.where(pix >= 0, alpha, 0.0)[..., None]
+                rgb = (base * (1 - a) + colour * a).round().astype(np.uint8)
+            else:  # one pixel per chip, unassigned white
+                pix = lab.reshape(grid.n_rows, grid.n_cols)
+                rgb = np.where(pix[..., None] >= 0, lut[np.maximum(pix, 0)], 255).astype(np.uint8)
+            panels.append(raster.Panel(rgb, f"{m} / {d}", legend=legend[:8]))
+    return raster.compose(panels, title, panel_px=200, columns=len(mods))
 
 
 def _d_label(regions, method: str, modality: str, role: str) -> str:
@@ -264,27 +247,36 @@ def agreement_heatmap(agreement, title: str, value: str = "ami") -> bytes:
     """Modality agreement per method (rows) and labelling pair (columns), values written in the
     cells (the preprint's Table I). ``agreement``: rows of the ``agreement`` table (method, pair,
     ami, ari) for one session."""
-    fig, axes = _figure(1, size=3.6)
-    ax = axes[0]
+    from PIL import Image, ImageDraw
+
     if agreement is None or agreement.is_empty() or value not in agreement.columns:
-        ax.text(0.5, 0.5, "no agreement scores", ha="center", va="center", fontsize=8)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-        return to_png(fig)
+        return raster.compose([], f"{title}: no agreement scores")
     methods = sorted(set(agreement["method"].to_list()))
     pairs = list(dict.fromkeys(agreement["pair"].to_list()))
     mat = np.full((len(methods), len(pairs)), np.nan)
     for r in agreement.iter_rows(named=True):
         if r[value] is not None:
             mat[methods.index(r["method"]), pairs.index(r["pair"])] = r[value]
-    im = ax.imshow(mat, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for i in range(len(methods)):
+    font, small = raster.font(11), raster.font(10)
+    cw, ch, left, top = 86, 24, 96, 40
+    img = Image.new("RGB", (left + cw * len(pairs) + 8, top + ch * len(methods) + 34), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    d.text((4, 2), title, fill=(20, 20, 20), font=font)
+    d.text((4, 16), f"{value.upper()} between labellings (0 = unrelated, 1 = identical)", fill=(20, 20, 20), font=small)
+    cmap = raster.lut("viridis")
+    for j, p in enumerate(pairs):
+        d.text((left + j * cw + cw / 2, top - 2), p[:14], fill=(20, 20, 20), font=small, anchor="md")
+    for i, m in enumerate(methods):
+        d.text((left - 6, top + i * ch + ch / 2), m, fill=(20, 20, 20), font=small, anchor="rm")
         for j in range(len(pairs)):
-            if np.isfinite(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if mat[i, j] < 0.6 else "black")
-    ax.set_xticks(range(len(pairs)), pairs, rotation=30, ha="right", fontsize=7)
-    ax.set_yticks(range(len(methods)), methods, fontsize=7)
-    ax.set_title(f"{title}\n{value.upper()} between labellings", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return to_png(fig)
+            v = mat[i, j]
+            box = [left + j * cw, top + i * ch, left + (j + 1) * cw - 1, top + (i + 1) * ch - 1]
+            if not np.isfinite(v):
+                d.rectangle(box, fill=(235, 235, 235))
+                continue
+            d.rectangle(box, fill=tuple(int(c) for c in cmap[int(round(np.clip(v, 0, 1) * 255))]))
+            d.text((box[0] + cw / 2, box[1] + ch / 2), f"{v:.2f}", font=font, anchor="mm",
+                   fill=(255, 255, 255) if v < 0.6 else (0, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,39 +1,24 @@
-"""Pictures (PNG bytes, matplotlib Agg): the column overlay on the HAADF image and a per-chip
-order-parameter map. Both draw from the ``atom_columns`` / ``chip_order`` frames, nothing else."""
+"""Pictures (PNG bytes, Pillow via :mod:`mmlake.raster`): the column overlay on the HAADF image and
+a per-chip order-parameter map. Both draw from the ``atom_columns`` / ``chip_order`` frames, nothing else."""
 
 from __future__ import annotations
 
 import numpy as np
 
-_SUB_COLOURS = {"A": "#ff3b30", "B": "#00c8ff"}
+from mmlake import raster
 
-
-def _fig(w: float, h: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, 1, figsize=(w, h))
-
-
-def _png(fig, dpi: int) -> bytes:
-    from mmlake.plots import to_png
-
-    return to_png(fig, dpi=dpi)
+_SUB_COLOURS = {"A": (255, 59, 48), "B": (0, 200, 255)}
+_NO_LATTICE = (255, 214, 10)
 
 
 def column_overlay(image: np.ndarray, columns, title: str = "", *, max_columns: int = 60000,
-                   size_in: float = 5.0, dpi: int = 90) -> bytes:
-    """HAADF image (1-99 % contrast) with every column: filled dot coloured by sublattice where its
-    local lattice fits, a cross where it does not."""
+                   panel_px: int = 480) -> bytes:
+    """HAADF image (1-99 % contrast) with every column: a dot coloured by sublattice where its local
+    lattice fits, a yellow cross where it does not (legend with the counts)."""
     img = np.asarray(image, dtype=np.float64)
-    h, w = img.shape
-    fig, ax = _fig(size_in * min(1.6, w / h) if h else size_in, size_in)
-    lo, hi = np.percentile(img, [1, 99]) if img.size else (0, 1)
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    base = raster.colourise(img, "gray", percentiles=(1, 99))[0]
     n = len(columns)
-    ms = float(np.clip(180.0 / np.sqrt(max(n, 1)), 0.3, 4.0))
+    points, legend = [], []
     if n:
         cols = columns if n <= max_columns else columns.sample(max_columns, seed=0)
         y, x = cols["y_px"].to_numpy(), cols["x_px"].to_numpy()
@@ -42,19 +27,17 @@ def column_overlay(image: np.ndarray, columns, title: str = "", *, max_columns: 
         for lab, colour in _SUB_COLOURS.items():
             m = fit & (sub == lab)
             if m.any():
-                ax.plot(x[m], y[m], ".", ms=ms, color=colour, label=f"{lab} ({int(m.sum())})")
+                points.append((y[m], x[m], colour, "."))
+                legend.append((f"{lab} ({int(m.sum())})", colour))
         if (~fit).any():
-            ax.plot(x[~fit], y[~fit], "x", ms=ms, mew=0.6, color="#ffd60a", label=f"no lattice ({int((~fit).sum())})")
-        ax.legend(loc="upper right", fontsize=6, markerscale=2, framealpha=0.6)
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_title(f"{title}\n{n} columns".strip(), fontsize=8)
-    ax.axis("off")
-    return _png(fig, dpi)
+            points.append((y[~fit], x[~fit], _NO_LATTICE, "x"))
+            legend.append((f"no lattice ({int((~fit).sum())})", _NO_LATTICE))
+    panel = raster.Panel(base, f"{title}\n{n} columns".strip(), legend=legend, points=points)
+    return raster.compose([panel], panel_px=panel_px)
 
 
 def order_map(order, n_rows: int, n_cols: int, parameter: str = "disorder", title: str = "", *,
-              size_in: float = 4.0, dpi: int = 90) -> bytes:
+              panel_px: int = 320) -> bytes:
     """Chip map of one ``chip_order`` parameter (chip_index = row * n_cols + col; nulls grey)."""
     import polars as pl
 
@@ -63,14 +46,9 @@ def order_map(order, n_rows: int, n_cols: int, parameter: str = "disorder", titl
     if len(order) != n_rows * n_cols:
         raise ValueError(f"order has {len(order)} rows for a {n_rows}x{n_cols} grid")
     v = order.sort("chip_index")[parameter].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(n_rows, n_cols)
-    fig, ax = _fig(size_in * min(1.6, n_cols / max(n_rows, 1)) + 0.8, size_in)
-    cmap = __import__("matplotlib").colormaps["magma"].with_extremes(bad="#9e9e9e")
-    finite = v[np.isfinite(v)]
-    vmin, vmax = (0.0, 1.0) if parameter in ("disorder", "lattice_fraction") else (
-        (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0))
-    im = ax.imshow(np.ma.masked_invalid(v), cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1e-9,
-                   interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-    ax.set_title(f"{title}\n{parameter} per chip".strip(), fontsize=8)
-    ax.axis("off")
-    return _png(fig, dpi)
+    if parameter in ("disorder", "lattice_fraction"):
+        rgb, lo, hi = raster.colourise(v, "magma", lo=0.0, hi=1.0)
+    else:
+        rgb, lo, hi = raster.colourise(v, "magma", percentiles=(2, 98))
+    panel = raster.Panel(rgb, f"{title}\n{parameter} per chip".strip(), colourbar=("magma", lo, hi))
+    return raster.compose([panel], panel_px=panel_px)
