@@ -109,22 +109,23 @@ def _region_order_session(context: AssetExecutionContext, lk, sid: str) -> Sessi
     from mmlake.atoms import segmentation_order
     from mmlake.descriptors.lake import labels_by_segmentation
 
-    order = lk.query("select * from chip_order where session_id = ? order by chip_index", [sid])
+    with lk.reading():  # one connection for the step's reads
+        order = lk.query("select * from chip_order where session_id = ? order by chip_index", [sid])
+        labels = lk.query("select method, modality, chip_index, label from segment_labels where session_id = ?", [sid])
+        truth = lk.query("select chip_index, truth_label as label from chips where session_id = ? "
+                         "and truth_label is not null", [sid])
+        roles = lk.query("select method, modality, region, role from regions where session_id = ?", [sid])
     if order.is_empty():
         context.log.info(f"{sid}: no chip order (no HAADF image); no region order")
         return SessionPart({"region_order": pl.DataFrame(), "order_contrast": pl.DataFrame()},
                            {"status": "absent"}, {"region_order": MetadataValue.text("session has no chip order")})
     n = len(order)
-    labels = lk.query("select method, modality, chip_index, label from segment_labels where session_id = ?", [sid])
-    truth = lk.query("select chip_index, truth_label as label from chips where session_id = ? "
-                     "and truth_label is not null", [sid])
     if len(truth) == n:
         labels = pl.concat([labels.select("method", "modality", pl.col("chip_index").cast(pl.Int64),
                                           pl.col("label").cast(pl.Int64)),
                             truth.select(pl.lit("truth").alias("method"), pl.lit("truth").alias("modality"),
                                          pl.col("chip_index").cast(pl.Int64), pl.col("label").cast(pl.Int64))])
     segs = labels_by_segmentation(labels, n)
-    roles = lk.query("select method, modality, region, role from regions where session_id = ?", [sid])
     t0 = time.perf_counter()
     regions, contrast = segmentation_order(segs, roles, order, **REGION_ORDER_BOOT)
     seconds = time.perf_counter() - t0

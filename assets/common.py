@@ -66,8 +66,9 @@ def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[
     """Start a partition step: time, upstream ids (captured before any input is read), sessions."""
     started = dt.datetime.now(dt.timezone.utc)
     pkey = str(context.partition_key) if context.has_partition_key else None
-    ups = upstream(lake, upstream_assets, pkey)
-    sids = partition_sessions(lake, pkey) if pkey is not None else []
+    with lake.reading():
+        ups = upstream(lake, upstream_assets, pkey)
+        sids = partition_sessions(lake, pkey) if pkey is not None else []
     if pkey is not None and upstream_assets and not sids:
         raise LakeError(f"partition {partition_label(pkey)} holds no stored session; materialize raw_session first")
     return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started)

@@ -122,8 +122,9 @@ def _quantify_session(context, lk, sid: str) -> SessionPart:
     from mmlake.eds import quantify_chips
     from mmlake.features import session_row
 
-    grid_row, grid = load_grid(lk, sid)
-    sess = session_row(lk, sid)
+    with lk.reading():
+        grid_row, grid = load_grid(lk, sid)
+        sess = session_row(lk, sid)
     meta, tables = {}, {}
     if grid_row["eds_sums_sha"] is None:
         status = [_status_row(sid, "eds_cl", "eds", "absent", "session has no EDS spectrum image")]

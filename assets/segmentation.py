@@ -96,9 +96,10 @@ def support_indices(manifest: dict, n_cols: int) -> dict[str, list[int]]:
 
 def segment_one(context, lk, sid: str, method: str, config: SegmentationConfig) -> SessionPart:
     """One session's labels for one method (all modalities and ensembles)."""
-    grid_row, grid = load_grid(lk, sid)
-    sess = session_row(lk, sid)
-    feats, chosen = load_modalities(lk, sid, config)
+    with lk.reading():  # one connection for the step's reads
+        grid_row, grid = load_grid(lk, sid)
+        sess = session_row(lk, sid)
+        feats, chosen = load_modalities(lk, sid, config)
     for modality, why in chosen.items():
         if isinstance(why, dict) and "dropped" in why:
             context.log.warning(f"{sid}: {method}: modality {modality} left out: {why['dropped']}")
@@ -188,9 +189,10 @@ def agreement(context: AssetExecutionContext, lake: LakeResource):
 
 
 def _agreement_one(lk, sid: str) -> SessionPart:
-    frame = lk.query("select method, modality, label from segment_labels where session_id = ? "
-                     "order by method, modality, chip_index", [sid])
-    truth = lk.query("select truth_label from chips where session_id = ? order by chip_index", [sid])["truth_label"]
+    with lk.reading():
+        frame = lk.query("select method, modality, label from segment_labels where session_id = ? "
+                         "order by method, modality, chip_index", [sid])
+        truth = lk.query("select truth_label from chips where session_id = ? order by chip_index", [sid])["truth_label"]
     has_truth = truth.null_count() == 0 and len(truth) > 0
     rows = []
     for (method,), part in frame.group_by(["method"], maintain_order=True):

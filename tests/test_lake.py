@@ -85,6 +85,51 @@ def test_killed_writer_leaves_previous_rows(tmp_path):
     assert cur["materialization_id"] == first["materialization_id"]
 
 
+def test_reads_in_a_reading_block_share_one_connection_and_see_writes(tmp_path, monkeypatch):
+    import duckdb
+
+    import mmlake.lake as lake_mod
+
+    lake = Lake(tmp_path / "lake").ensure()
+    opened = []
+    real = duckdb.connect
+
+    def counting(path, read_only=False, **kw):
+        opened.append(read_only)
+        return real(path, read_only=read_only, **kw)
+
+    monkeypatch.setattr(lake_mod.duckdb, "connect", counting)
+    for _ in range(3):
+        lake.query("select count(*) from chips")
+    assert opened == [True, True, True]  # outside a block: one connection per read
+    opened.clear()
+    with lake.reading():
+        with lake.reading():  # nested blocks share the outer one
+            assert lake.query("select count(*) as n from chips")["n"][0] == 0
+            assert lake.current("chips", "p") is None
+        assert lake.query("select count(*) as n from chips")["n"][0] == 0
+        assert opened == [True]
+        # a write inside the block closes the shared connection, the next read sees the new rows
+        lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(5)}, {"session_id": "s@0"})
+        assert lake.query("select count(*) as n from chips")["n"][0] == 5
+        assert lake.current("chips", "p") is not None
+    assert opened[0] is True and opened[-1] is True and opened.count(True) == 2
+    # closed at the end: a second process can write at once
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        import polars as pl
+        from mmlake.lake import Lake, Provenance
+        frame = pl.DataFrame({{"session_id": "t@0", "chip_index": [0, 1, 2], "row": [0] * 3, "col": [0] * 3,
+                              "y0": [0] * 3, "x0": [0] * 3}})
+        Lake({str(lake.home)!r}, lock_timeout_s=2).replace_partition(
+            Provenance("chips", "q", "v1"), {{"chips": frame}}, {{"session_id": "t@0"}})
+    """)
+    with lake.reading():
+        lake.query("select 1")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert lake.query("select count(*) as n from chips")["n"][0] == 8
+
+
 def test_replace_is_atomic_and_never_duplicates(tmp_path):
     lake = Lake(tmp_path / "lake").ensure()
     for n in (10, 7, 7):

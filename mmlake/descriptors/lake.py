@@ -54,30 +54,31 @@ def describe_lake_session(lake, session_id: str, *, include_truth: bool = True, 
     tables or outputs mean fewer labellings, never an error. Keyword arguments go to :func:`describe_session` (``shift_elements``, ``role_rule``, ``square``, ...)."""
     from mmlake.features import load_grid, session_row
 
-    sess = session_row(lake, session_id)
-    grid_row, grid = load_grid(lake, session_id)
-    manifest = sess.get("manifest") or {}
-    haadf = None
-    if grid_row.get("haadf_stack_sha"):
-        haadf = grid.untile(np.asarray(lake.get_array(grid_row["haadf_stack_sha"]), dtype=np.float32))
-    sums = lake.get_array(grid_row["eds_sums_sha"]) if grid_row.get("eds_sums_sha") else None
-    energy = ((float(grid_row["energy_offset_kev"]), float(grid_row["energy_scale_kev"]))
-              if sums is not None else None)
-    frames = []
-    class_names: dict = {}
-    if _has_table(lake, "segment_labels"):
-        frames.append(lake.query("select method, modality, chip_index, label from segment_labels "
-                                 "where session_id = ? order by method, modality, chip_index", [session_id]))
-    if _has_table(lake, "segment_runs"):
-        class_names.update(class_names_from_runs(lake.query(
-            "select method, modality, class_names from segment_runs where session_id = ?", [session_id])))
-    if include_truth:
-        truth = lake.query("select chip_index, truth_label from chips where session_id = ? "
-                           "and truth_label is not null order by chip_index", [session_id])
-        have = any(len(f.filter((pl.col("method") == "truth") & (pl.col("modality") == "truth"))) for f in frames)
-        if len(truth) == grid.n_chips and not have:
-            frames.append(pl.DataFrame({"method": "truth", "modality": "truth",
-                                        "chip_index": truth["chip_index"], "label": truth["truth_label"]}))
+    with lake.reading():  # one connection for the reads; describe_session computes after it closes
+        sess = session_row(lake, session_id)
+        grid_row, grid = load_grid(lake, session_id)
+        manifest = sess.get("manifest") or {}
+        haadf = None
+        if grid_row.get("haadf_stack_sha"):
+            haadf = grid.untile(np.asarray(lake.get_array(grid_row["haadf_stack_sha"]), dtype=np.float32))
+        sums = lake.get_array(grid_row["eds_sums_sha"]) if grid_row.get("eds_sums_sha") else None
+        energy = ((float(grid_row["energy_offset_kev"]), float(grid_row["energy_scale_kev"]))
+                  if sums is not None else None)
+        frames = []
+        class_names: dict = {}
+        if _has_table(lake, "segment_labels"):
+            frames.append(lake.query("select method, modality, chip_index, label from segment_labels "
+                                     "where session_id = ? order by method, modality, chip_index", [session_id]))
+        if _has_table(lake, "segment_runs"):
+            class_names.update(class_names_from_runs(lake.query(
+                "select method, modality, class_names from segment_runs where session_id = ?", [session_id])))
+        if include_truth:
+            truth = lake.query("select chip_index, truth_label from chips where session_id = ? "
+                               "and truth_label is not null order by chip_index", [session_id])
+            have = any(len(f.filter((pl.col("method") == "truth") & (pl.col("modality") == "truth"))) for f in frames)
+            if len(truth) == grid.n_chips and not have:
+                frames.append(pl.DataFrame({"method": "truth", "modality": "truth",
+                                            "chip_index": truth["chip_index"], "label": truth["truth_label"]}))
     if manifest.get("truth_classes"):  # every "truth" labelling is named by the manifest's classes
         class_names.setdefault("truth", [str(c) for c in manifest["truth_classes"]])
     labels = (pl.concat([f.select(pl.col("method").cast(pl.Utf8), pl.col("modality").cast(pl.Utf8),
