@@ -106,7 +106,7 @@ def correct_rows(image: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def lattice_band_offsets(
     y: np.ndarray, x: np.ndarray, n_rows: int, sigma_px: float, *, tol_px: float = 1.5, max_vectors: int = 12,
     ridge: float = 3.0, min_pairs_share: float = 0.05, knn: int = 25, max_spread_px: float = 0.5,
-    min_pairs_per_column: float = 1.0,
+    min_pairs_per_column: float = 1.0, max_pairs_per_row: float = 48.0,
 ) -> tuple[np.ndarray, int, int, float] | None:
     """Row offsets of the jitter a column fit cannot see row by row, from the crystal's
     translations. A fitted centre averages the few rows its column spans, so it carries their mean
@@ -121,7 +121,10 @@ def lattice_band_offsets(
     ``sigma_px``), ``t`` the median pair vector (a uniform shear stays the lattice's). Sparse least
     squares over all pairs of up to ``max_vectors`` vectors with a ridge on ``J`` (white jitter
     prior; the pairs also carry the columns' own displacements, which the ridge keeps out of ``J``),
-    solved by the banded normal equations. Returns (offsets to add to the row offsets,
+    solved by the banded normal equations. More than ``max_pairs_per_row x n_rows`` pairs (a large
+    image: 12 vectors x 20,000 columns) are thinned to that many, every k-th of each vector, and the
+    ridge is scaled by the share kept (the same estimate in expectation; 2048 rows: ~98,000 pairs,
+    still ~50 per row). Returns (offsets to add to the row offsets,
     ``correct_rows`` convention; vectors used; pairs used; ridge), or None with fewer than
     ``min_pairs_per_column x n`` pairs (no lattice found: amorphous, too few columns)."""
     from scipy.sparse import csr_matrix, identity
@@ -139,6 +142,12 @@ def lattice_band_offsets(
     ii = np.concatenate([e[0] for e in eqs])
     jj = np.concatenate([e[1] for e in eqs])
     dv = np.concatenate([e[2] for e in eqs])
+    m_all = len(ii)
+    cap = int(max(1.0, max_pairs_per_row) * n_rows)
+    if m_all > cap:  # thin (every k-th pair of each vector, as the pairs come sorted by column)
+        keep = np.concatenate([np.arange(len(e[0])) % int(np.ceil(m_all / cap)) == 0 for e in eqs])
+        ii, jj, dv = ii[keep], jj[keep], dv[keep]
+        ridge = ridge * len(ii) / m_all
     h = max(1, int(np.ceil(2.0 * sigma_px)))
     off = np.arange(-h, h + 1)
     r = np.rint(pts[:, 0]).astype(np.int64)[:, None] + off[None, :]
@@ -157,15 +166,17 @@ def lattice_band_offsets(
 
 def translations(
     pts: np.ndarray, *, tol_px: float = 1.5, max_vectors: int = 12, min_pairs_share: float = 0.05, knn: int = 25,
-    max_spread_px: float = 0.5, min_dy_px: float = 0.0,
+    max_spread_px: float = 0.5, min_dy_px: float = 0.0, hist_points: int = 4000,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Repeated neighbour vectors of a point set (column centres (n, 2), (y, x)): modes of the
     vectors to the ``knn`` nearest neighbours (0.5 px histogram smoothed by 0.75 px), one of each
     +-pair (``t_y > 0``, or ``t_y = 0`` and ``t_x > 0``; ``t_y >= min_dy_px`` when that is > 0), kept
     when at least ``max(15, min_pairs_share x n)`` points have a partner at ``r + t`` within
     ``tol_px`` and the pair vectors agree to ``max_spread_px`` (robust spread of their y component,
-    which row jitter does not touch). ``t`` is the median pair vector. Returns up to ``max_vectors``
-    of (t, i, j, r_j - r_i - t), the most frequent first."""
+    which row jitter does not touch). ``t`` is the median pair vector. The histogram takes the
+    neighbours of at most ``hist_points`` points (every k-th; the modes of a translation-invariant
+    set do not need all), the pairs all points. Returns up to ``max_vectors`` of
+    (t, i, j, r_j - r_i - t), the most frequent first."""
     from scipy.ndimage import gaussian_filter, maximum_filter
     from scipy.spatial import cKDTree
 
@@ -174,8 +185,9 @@ def translations(
     if n < 30:
         return []
     tree = cKDTree(pts)
-    _, j = tree.query(pts, k=min(knn, n))
-    vec = (pts[j[:, 1:]] - pts[:, None, :]).reshape(-1, 2)
+    sub = pts[::max(1, int(np.ceil(n / max(hist_points, 30))))]
+    _, j = tree.query(sub, k=min(knn, n))
+    vec = (pts[j[:, 1:]] - sub[:, None, :]).reshape(-1, 2)
     R = float(np.max(np.abs(vec))) + 1.0
     nb = int(np.ceil(2 * R / 0.5))
     H, ey, ex = np.histogram2d(vec[:, 0], vec[:, 1], bins=nb, range=[[-R, R], [-R, R]])
