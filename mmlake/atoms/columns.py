@@ -40,7 +40,7 @@ import numpy as np
 from mmlake.atoms import detect
 from mmlake.atoms.refine import Fit, fit_columns
 
-METHOD_VERSION = "2"
+METHOD_VERSION = "3"
 
 
 @dataclass
