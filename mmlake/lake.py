@@ -134,6 +134,15 @@ class Lake:
         self._version_checked = False
         self._local = threading.local()  # the shared read-only connection of `reading()`, per thread
 
+    def __getstate__(self) -> dict:  # picklable (a worker process gets its own connections)
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     # ------------------------------------------------------------------ connections
     @contextmanager
     def reading(self) -> Iterator["Lake"]:

@@ -128,6 +128,11 @@ def test_reads_in_a_reading_block_share_one_connection_and_see_writes(tmp_path, 
         lake.query("select 1")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert lake.query("select count(*) as n from chips")["n"][0] == 8
+    import pickle  # a Lake still travels to worker processes
+
+    copy = pickle.loads(pickle.dumps(lake))
+    with copy.reading():
+        assert copy.query("select count(*) as n from chips")["n"][0] == 8
 
 
 def test_replace_is_atomic_and_never_duplicates(tmp_path):
