@@ -277,6 +277,4 @@ def agreement_heatmap(agreement, title: str, value: str = "ami") -> bytes:
             d.rectangle(box, fill=tuple(int(c) for c in cmap[int(round(np.clip(v, 0, 1) * 255))]))
             d.text((box[0] + cw / 2, box[1] + ch / 2), f"{v:.2f}", font=font, anchor="mm",
                    fill=(255, 255, 255) if v < 0.6 else (0, 0, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return raster.to_png(img)

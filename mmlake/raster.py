@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -43,14 +44,17 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
+@lru_cache(maxsize=None)
 def lut(name: str) -> np.ndarray:
-    """(256, 3) uint8 lookup table of a colour map."""
+    """(256, 3) uint8 lookup table of a colour map (computed once; read-only)."""
     if name not in _ANCHORS:
         raise ValueError(f"colour map must be one of {sorted(_ANCHORS)}, got {name!r}")
     a = np.asarray(_ANCHORS[name], dtype=np.float64)
     t = np.linspace(0.0, 1.0, len(a))
     x = np.linspace(0.0, 1.0, 256)
-    return np.stack([np.interp(x, t, a[:, k]) for k in range(3)], axis=1).round().astype(np.uint8)
+    table = np.stack([np.interp(x, t, a[:, k]) for k in range(3)], axis=1).round().astype(np.uint8)
+    table.setflags(write=False)
+    return table
 
 
 def scale(values: np.ndarray, lo: float | None = None, hi: float | None = None,
@@ -183,6 +187,11 @@ def compose(panels: list[Panel], title: str = "", panel_px: int = PANEL_PX, colu
         for j, im in enumerate(r):
             out.paste(im, (j * cw, y))
         y += h
+    return to_png(out)
+
+
+def to_png(image) -> bytes:
+    """A PIL image as PNG bytes."""
     buf = io.BytesIO()
-    out.save(buf, format="PNG", compress_level=6)
+    image.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
