@@ -8,6 +8,7 @@ and 2: each alone separates 3 groups, only both together separate all 4.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -601,6 +602,43 @@ def test_louvain_weight_grid_in_worker_processes_equals_serial(monkeypatch):
     ser = LouvainSegmenter(modality_weights="auto").fit(features)
     assert "worker_process" not in ser.timings_
     assert np.array_equal(par.labels_, ser.labels_) and par.params_ == ser.params_
+
+
+def test_louvain_workers_stop_on_sigterm_under_a_raising_parent_handler(monkeypatch):
+    """Dagster's step process turns SIGTERM into an exception; forked workers must not inherit that
+    handler (a worker that raised inside the pool queue's lock hung the CI run for 1,800 s), and the
+    parent's handler is left as it was."""
+    import signal
+
+    from mmlake.segment import louvain
+
+    class Interrupted(Exception):
+        pass
+
+    def raising(signum, frame):
+        raise Interrupted(signum)
+
+    seen, parent = [], os.getpid()
+    real = LouvainSegmenter._graph
+
+    def checking(self, *args):  # runs in the workers (inherited through fork, never pickled)
+        if os.getpid() != parent and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            raise RuntimeError("worker inherited the parent's SIGTERM handler")
+        return real(self, *args)
+
+    features, _ = make_multimodal_blobs(320, random_state=3)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("MMLAKE_SEGMENT_WORKERS", raising=False)
+    monkeypatch.setattr(LouvainSegmenter, "_graph", checking)
+    louvain._memo.clear()
+    old = signal.signal(signal.SIGTERM, raising)
+    try:
+        est = LouvainSegmenter(modality_weights="auto").fit(features)
+        seen.append(signal.getsignal(signal.SIGTERM))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert est.timings_.get("worker_process") == 1.0  # the workers ran (a failing check falls back to serial)
+    assert seen == [raising]
 
 
 def test_louvain_graph_class_gives_networkx_partitions():

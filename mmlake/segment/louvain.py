@@ -151,6 +151,20 @@ def _graph_class():
 _FORK_JOB = None  # (segmenter, units, weight lists, max_edges, full similarities) for _fork_worker
 
 
+def _fork_worker_init() -> None:
+    """Default SIGTERM/SIGINT in a forked worker.
+
+    Why: a worker inherits the parent's Python signal handlers, and Dagster's step process installs
+    ones that raise ``DagsterExecutionInterruptedError``. A worker told to stop then raised inside
+    the pool queue's lock (after acquiring it, before releasing it) and its sibling waited on that
+    lock for ever: the 1,800 s CI hang of the demo campaign at 0cc407a. With the default handlers a
+    signalled worker just ends."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _fork_worker(i: int):
     """One weighting's graph + partition in a forked worker (state inherited through _FORK_JOB)."""
     est, units, weight_list, max_edges, full = _FORK_JOB
@@ -433,9 +447,15 @@ class LouvainSegmenter(Segmenter):
             full_box[0] = _full_similarities(units) or False
             full_box[1] = time.perf_counter() - t0
         _FORK_JOB = (self, units, [w for _, w in misses], max_edges, full_box[0] or None)
+        # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed, out of memory)
+        # raises BrokenProcessPool here instead of leaving Pool.map waiting for ever, and shutdown
+        # sends each worker a sentinel instead of SIGTERM
+        from concurrent.futures import ProcessPoolExecutor
+
         try:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                results = pool.map(_fork_worker, range(len(misses)), chunksize=1)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_fork_worker_init) as pool:
+                results = list(pool.map(_fork_worker, range(len(misses))))
         except Exception:  # noqa: BLE001 - a pool that cannot start or dies: the serial path computes it
             return 0
         finally:
