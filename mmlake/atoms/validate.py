@@ -148,11 +148,26 @@ def curve_fit_columns(image: np.ndarray, centres: np.ndarray, sigma_px: float, r
     return out
 
 
+def oracle_row_offsets(image: np.ndarray, raw: np.ndarray, max_shift_px: float = 3.0) -> np.ndarray:
+    """Per-row x offsets of ``image`` registered against the jitter-free ``raw`` (scaled to the image by
+    least squares): the scan-line jitter as well as one row cross-correlation can know it, for the
+    ``oracle_jitter`` ceiling of :func:`evaluate_atomagined` (a diagnostic: it reads the truth image)."""
+    from mmlake.atoms.scan import row_jitter
+
+    A = np.column_stack([raw.ravel(), np.ones(raw.size)])
+    gain, off = np.linalg.lstsq(A, image.ravel(), rcond=None)[0]
+    return row_jitter(image, max_shift_px=max_shift_px, reference=gain * raw + off, start=np.zeros(image.shape[0]))
+
+
 def evaluate_atomagined(files, keys=("raw", "clean", "blbk1"), match_px: float = 2.0, image_reference: bool = True,
-                        **locate_kw) -> dict:
-    """Totals over ``files`` per image kind (see module docstring) plus per-file rows."""
+                        oracle_jitter: bool = False, **locate_kw) -> dict:
+    """Totals over ``files`` per image kind (see module docstring) plus per-file rows and totals per
+    structure (``by_structure``: the ICSD code, the file name's first field). ``oracle_jitter``: rows
+    registered against the ``raw`` image first (:func:`oracle_row_offsets`), then located without
+    scan correction: what a perfect jitter correction would give (not a method: it reads the truth)."""
     from mmlake.atoms import detect
     from mmlake.atoms.columns import locate_columns
+    from mmlake.atoms.scan import correct_rows
 
     tot = {k: {"truth": 0, "found": 0, "matched": 0, "e_proj": [], "e_single": [], "e_img": [],
                "det_truth": 0, "det_matched": 0} for k in keys}
@@ -168,7 +183,11 @@ def evaluate_atomagined(files, keys=("raw", "clean", "blbk1"), match_px: float =
             ref_img = curve_fit_columns(raw, P, s_raw)
         for k in keys:
             img = imgs[k]
-            loc = locate_columns(img, **locate_kw)
+            if oracle_jitter:
+                img = correct_rows(img, oracle_row_offsets(img, raw))
+                loc = locate_columns(img, **{**locate_kw, "scan_correction": False})
+            else:
+                loc = locate_columns(img, **locate_kw)
             F = np.column_stack([loc.y, loc.x])
             F = F[np.all((F >= lo) & (F <= hi), axis=1)]
             pr, _ = match(F, P, match_px)
@@ -199,7 +218,7 @@ def evaluate_atomagined(files, keys=("raw", "clean", "blbk1"), match_px: float =
             rows.append({"file": Path(fn).name, "image": k, "truth": len(P), "found": len(F), "matched": len(pr),
                          "recall": len(pr) / len(P), "precision": len(pr) / max(len(F), 1),
                          "rms_projected": float(np.sqrt(np.mean(e[has[pr[:, 1]]] ** 2))) if has[pr[:, 1]].any() else None})
-    out = {"files": len(files), "match_px": match_px, "rows": rows}
+    out = {"files": len(files), "match_px": match_px, "rows": rows, "by_structure": _by_structure(rows)}
     for k, t in tot.items():
         ep, es = np.concatenate(t["e_proj"]), np.concatenate(t["e_single"])
         ei = np.concatenate(t["e_img"]) if t["e_img"] else np.zeros(0)
@@ -213,6 +232,44 @@ def evaluate_atomagined(files, keys=("raw", "clean", "blbk1"), match_px: float =
                   "rms_projected_single": float(np.sqrt(np.mean(es ** 2))) if es.size else None,
                   "n_single": int(es.size),
                   "rms_image": float(np.sqrt(np.mean(ei ** 2))) if ei.size else None, "n_image": int(ei.size)}
+    return out
+
+
+def _by_structure(rows: list[dict]) -> dict:
+    """{(structure, image): {truth, found, matched, missed, false}} from the per-file rows."""
+    out: dict = {}
+    for r in rows:
+        t = out.setdefault((r["file"].split(".")[0], r["image"]), {"truth": 0, "found": 0, "matched": 0})
+        for f in ("truth", "found", "matched"):
+            t[f] += r[f]
+    for t in out.values():
+        t["missed"], t["false"] = t["truth"] - t["matched"], t["found"] - t["matched"]
+    return out
+
+
+def parse_settings(items) -> dict:
+    """``KEY=VALUE`` strings (``--set``) as keyword arguments of ``locate_columns``: VALUE read as an
+    int, a float, true/false or none where it is one, else kept as a string."""
+    out = {}
+    for item in items or ():
+        key, sep, val = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        v = val.strip()
+        low = v.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+        elif low == "none":
+            out[key] = None
+        else:
+            try:
+                out[key] = int(v)
+            except ValueError:
+                try:
+                    out[key] = float(v)
+                except ValueError:
+                    out[key] = v
     return out
 
 
@@ -315,17 +372,33 @@ def main(argv=None) -> int:  # pragma: no cover - prints the validation tables
     ap.add_argument("--no-image-reference", action="store_true", help="skip the per-column curve_fit reference")
     ap.add_argument("--skip-atomagined", action="store_true")
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--keys", default=",".join(KEYS), help="AtomAgined images to evaluate (comma-separated; "
+                    f"default {','.join(KEYS)})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a locate_columns keyword for the AtomAgined runs (repeatable), e.g. --set k_candidate=2.0")
+    ap.add_argument("--oracle-jitter", action="store_true",
+                    help="register rows against the raw image before locating (the perfect-jitter ceiling)")
+    ap.add_argument("--by-structure", action="store_true", help="also print totals per structure (ICSD code)")
     a = ap.parse_args(argv)
+    keys = tuple(k.strip() for k in a.keys.split(",") if k.strip())
+    if not keys or not set(keys) <= set(KEYS):
+        ap.error(f"--keys must name some of {', '.join(KEYS)}, got {a.keys!r}")
+    try:
+        locate_kw = parse_settings(a.set)
+    except ValueError as exc:
+        ap.error(str(exc))
     if not a.skip_atomagined:
         files = atomagined_files()[::a.step]
         if not files:
             print(f"AtomAgined not found under {atomagined_dir()}; skipped")
         else:
             t0 = time.perf_counter()
-            r = evaluate_atomagined(files, image_reference=not a.no_image_reference)
+            r = evaluate_atomagined(files, keys=keys, image_reference=not a.no_image_reference,
+                                    oracle_jitter=a.oracle_jitter, **locate_kw)
             print(f"AtomAgined general/h5: {r['files']} files, match radius {r['match_px']} px "
-                  f"({time.perf_counter() - t0:.0f} s)")
-            for k in KEYS:
+                  f"({time.perf_counter() - t0:.0f} s){' locate_columns ' + str(locate_kw) if locate_kw else ''}"
+                  f"{' (oracle jitter: rows registered against raw)' if a.oracle_jitter else ''}")
+            for k in keys:
                 v = r[k]
                 print(f"  {k:6s} truth {v['truth']} found {v['found']} matched {v['matched']}: "
                       f"recall {v['recall']:.4f} precision {v['precision']:.4f} | recall (SNR>=5 columns, "
@@ -334,6 +407,10 @@ def main(argv=None) -> int:  # pragma: no cover - prints the validation tables
                       f" (n={v['n_single']}), vs raw-image peak {v['rms_image'] if v['rms_image'] is None else round(v['rms_image'], 3)}"
                       f" (n={v['n_image']}) | median px: projected {v['median_projected']:.3f}, raw-image peak "
                       f"{v['median_image'] if v['median_image'] is None else round(v['median_image'], 3)}")
+            if a.by_structure:
+                for (st, k), t in sorted(r["by_structure"].items()):
+                    print(f"    {st} {k:6s} truth {t['truth']} found {t['found']} matched {t['matched']}: "
+                          f"missed {t['missed']}, false {t['false']}")
     if not a.skip_demo:
         t0 = time.perf_counter()
         tab = demo_chip_table()
