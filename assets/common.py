@@ -37,6 +37,7 @@ class Step:
     upstream: list[dict[str, str]]
     session_ids: list[str]
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    current: dict[str, Any] | None = None  # the asset's own current materialization when the step began
 
 
 @dataclass
@@ -66,12 +67,13 @@ def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[
     """Start a partition step: time, upstream ids (captured before any input is read), sessions."""
     started = dt.datetime.now(dt.timezone.utc)
     pkey = str(context.partition_key) if context.has_partition_key else None
-    with lake.reading():
+    with lake.reading():  # one connection: the upstream ids, the sessions and the asset's own current row
         ups = upstream(lake, upstream_assets, pkey)
         sids = partition_sessions(lake, pkey) if pkey is not None else []
+        current = lake.current(context.asset_key.to_user_string(), pkey)
     if pkey is not None and upstream_assets and not sids:
         raise LakeError(f"partition {partition_label(pkey)} holds no stored session; materialize raw_session first")
-    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started)
+    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started, current)
 
 
 def write_result(
@@ -104,16 +106,21 @@ def write_result(
     )
     meta: dict[str, Any] = {"sessions": MetadataValue.md("\n".join(f"- `{s}`" for s in sids) or "none"),
                             "n_sessions": MetadataValue.int(len(sids))}
-    current = lk.current(prov.asset_key, step.partition_key)
+    # unchanged: the row the step saw when it began (no connection opened); replace_partition checks
+    # again inside its transaction, in case another run replaced it meanwhile
+    current = step.current
     ups = sorted(u["materialization_id"] for u in step.upstream)
-    if current and current["data_version"] == prov.data_version and sorted(current["upstream_ids"] or []) == ups:
+    out = None
+    if not (current and current["data_version"] == prov.data_version
+            and sorted(current["upstream_ids"] or []) == ups):
+        scope = {"session_id": sids}
+        scopes = {t: {"session_id": sids, **sc} for t, sc in (table_scopes or {}).items()}
+        out = lk.replace_partition(prov, merged, scope, table_scopes=scopes, unless_current=True)
+    if out is None or out.get("unchanged"):
         context.log.info(f"{step.label}: unchanged (data version {prov.data_version}); nothing written")
         meta["unchanged"] = MetadataValue.bool(True)
-        meta["materialization_id"] = MetadataValue.text(current["materialization_id"])
+        meta["materialization_id"] = MetadataValue.text(out["materialization_id"] if out else current["materialization_id"])
         return MaterializeResult(metadata=meta, data_version=DataVersion(prov.data_version))
-    scope = {"session_id": sids}
-    scopes = {t: {"session_id": sids, **sc} for t, sc in (table_scopes or {}).items()}
-    out = lk.replace_partition(prov, merged, scope, table_scopes=scopes)
     meta.update({f"rows_{t}": MetadataValue.int(n) for t, n in out["rows"].items()})
     meta["materialization_id"] = MetadataValue.text(out["materialization_id"])
     for sid, part in parts.items():

@@ -70,6 +70,23 @@ def chips_frame(n):
                          "y0": [0] * n, "x0": [0] * n})
 
 
+def test_unless_current_writes_nothing_for_the_same_data_version(tmp_path):
+    """replace_partition(unless_current=True) decides inside its transaction: the same data version and
+    upstream ids write no row and keep the current materialization; other parameters replace it."""
+    lake = Lake(tmp_path / "lake").ensure()
+    first = lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(5)}, {"session_id": "s@0"})
+    again = lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(7)}, {"session_id": "s@0"},
+                                   unless_current=True)
+    assert again["unchanged"] and again["materialization_id"] == first["materialization_id"]
+    assert lake.query("select count(*) as n from chips")["n"][0] == 5
+    assert lake.query("select count(*) as n from materializations")["n"][0] == 1
+    other = lake.replace_partition(Provenance("chips", "p", "v1", parameters={"k": 1}), {"chips": chips_frame(7)},
+                                   {"session_id": "s@0"}, unless_current=True)
+    assert "unchanged" not in other and other["materialization_id"] != first["materialization_id"]
+    assert lake.query("select count(*) as n from chips")["n"][0] == 7
+    assert lake.current("chips", "p")["materialization_id"] == other["materialization_id"]
+
+
 def test_killed_writer_leaves_previous_rows(tmp_path):
     lake = Lake(tmp_path / "lake").ensure()
     first = lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(100)}, {"session_id": "s@0"})
