@@ -3,6 +3,7 @@ per-column scipy baseline measured in the same run.
 
     .venv/bin/python bench/atoms.py                 # 3 timed runs, baseline on a 512 x 512 crop
     .venv/bin/python bench/atoms.py --runs 1 --crop 384
+    .venv/bin/python bench/atoms.py --runs 2 --set k_candidate=2.0 --set log_scale=0.65  # another operating point
 
 Image: :func:`mmlake.atoms.synthetic.lattice_image` -- A/B square lattice (a = 20.48 px, so
 2 x (2048 / a)^2 ~ 20,000 columns), Gaussian columns sigma 2.5 px, A 400 / B 160 counts above a
@@ -66,25 +67,29 @@ def score(found_y, found_x, truth, radius: float = 2.0) -> dict:
 def main(argv=None) -> int:
     from mmlake.atoms.columns import analyse_columns, locate_columns
     from mmlake.atoms.refine import fit_columns
-    from mmlake.atoms.validate import curve_fit_columns, match
+    from mmlake.atoms.validate import curve_fit_columns, match, parse_settings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--crop", type=int, default=512, help="side of the central crop the baseline fits")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a locate_columns keyword (repeatable), e.g. --set k_candidate=2.0")
     a = ap.parse_args(argv)
+    kw = parse_settings(a.set)
 
     img, truth = make_image()
     print(f"image {img.shape[0]}x{img.shape[1]} px, {len(truth.y)} true columns "
           f"({int((truth.sublattice == 'A').sum())} A, {int((truth.sublattice == 'B').sum())} B); "
-          f"cpus {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
+          f"cpus {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}"
+          f"{'; locate_columns ' + str(kw) if kw else ''}")
     times, full = [], []
     loc = None
     for r in range(a.runs):
         t0 = time.perf_counter()
-        loc = locate_columns(img)
+        loc = locate_columns(img, **kw)
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        res = analyse_columns(img, 0.02)
+        res = analyse_columns(img, 0.02, **kw)
         full.append(time.perf_counter() - t0)
         print(f"  run {r + 1}: locate_columns {times[-1]:.2f} s ({len(loc)} columns), analyse_columns "
               f"{full[-1]:.2f} s", flush=True)
