@@ -371,6 +371,28 @@ def test_pictures_are_png(amorphous_disk):
 ATOMAGINED = atomagined_files()
 
 
+def test_validate_settings_and_oracle_row_offsets():
+    """``--set KEY=VALUE`` parsing, and the oracle rows (registered against the jitter-free image)
+    undo a known jitter (the ceiling ``--oracle-jitter`` measures)."""
+    from mmlake.atoms.scan import correct_rows
+    from mmlake.atoms.validate import oracle_row_offsets, parse_settings
+
+    assert parse_settings(["k_candidate=2.0", "passes=3", "scan-correction=false", "sigma_px=None",
+                           "note=x"]) == {"k_candidate": 2.0, "passes": 3, "scan_correction": False,
+                                          "sigma_px": None, "note": "x"}
+    assert isinstance(parse_settings(["passes=3"])["passes"], int) and parse_settings(None) == {}
+    for bad in ("k_candidate", "=2", "2x=1"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_settings([bad])
+    raw, _ = lattice_image((128, 128), a_px=12.0, sigma_px=2.0, amp_a=400, amp_b=160, poisson=False, seed=5)
+    off = np.random.default_rng(4).normal(0.0, 0.8, raw.shape[0])
+    jit = correct_rows(raw, off) * 3.0 + 7.0  # jittered, and on another intensity scale
+    est = oracle_row_offsets(jit, raw)
+    fixed = (correct_rows(jit, est) - 7.0) / 3.0
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(fixed - raw)[inner].mean() < 0.2 * np.abs(jit / 3.0 - 7.0 / 3.0 - raw)[inner].mean()
+
+
 @pytest.mark.skipif(not ATOMAGINED, reason=f"AtomAgined validation data not found under {atomagined_dir()} "
                                             "(../shared/data/atomagined relative to the repository root)")
 def test_atomagined_recall_precision_rms():
@@ -387,6 +409,22 @@ def test_atomagined_recall_precision_rms():
     assert r["clean"]["recall"] >= 0.97 and r["clean"]["precision"] >= 0.93
     assert r["clean"]["rms_projected"] <= 0.75 and r["clean"]["rms_image"] <= 0.62
     assert r["blbk1"]["recall"] >= 0.74 and r["blbk1"]["precision"] >= 0.88
+
+
+@pytest.mark.skipif(not ATOMAGINED, reason=f"AtomAgined validation data not found under {atomagined_dir()} "
+                                            "(../shared/data/atomagined relative to the repository root)")
+def test_atomagined_clean_recall_is_not_limited_by_the_jitter_correction():
+    """With the rows registered against the raw image (perfect scan-line correction) clean recall
+    barely moves and the RMS vs projected atoms stays above 0.6 px: what is short of the targets is
+    the images' noise and the reference, not the jitter step (docs/atoms.md, "Recall target").
+    Measured on this subset (clean): 0.9748 / 0.9342 / 0.729 px; oracle rows 0.9756 / 0.9335 / 0.659 px."""
+    from mmlake.atoms.validate import evaluate_atomagined
+
+    base = evaluate_atomagined(ATOMAGINED[::5], keys=("clean",), image_reference=False)["clean"]
+    ora = evaluate_atomagined(ATOMAGINED[::5], keys=("clean",), image_reference=False, oracle_jitter=True)["clean"]
+    assert abs(ora["recall"] - base["recall"]) <= 0.005 and ora["precision"] >= 0.925
+    assert ora["rms_projected"] <= base["rms_projected"] - 0.04
+    assert ora["rms_projected"] >= 0.62
 
 
 def test_demo_order_separates_amorphous_and_follows_disorder():
