@@ -493,14 +493,14 @@ def _check_upstream_current(con: duckdb.DuckDBPyConnection, prov: Provenance) ->
 
 def _table_columns(con: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(schema, table) -> [(column, type)] of the main and history tables named, in one catalog query
-    (each information_schema query reads the whole catalog: ~3 ms)."""
+    (each catalog query reads the whole catalog: 2-9 ms)."""
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     if not tables:
         return out
     for schema, table, name, dtype in con.execute(
-            "select table_schema, table_name, column_name, data_type from information_schema.columns "
-            f"where table_catalog = current_database() and table_schema in ('main', '{HISTORY_SCHEMA}') "
-            f"and table_name in ({','.join('?' * len(tables))}) order by table_schema, table_name, ordinal_position",
+            "select schema_name, table_name, column_name, data_type from duckdb_columns() "
+            f"where database_name = current_database() and schema_name in ('main', '{HISTORY_SCHEMA}') "
+            f"and table_name in ({','.join('?' * len(tables))}) order by schema_name, table_name, column_index",
             list(tables)).fetchall():
         out.setdefault((schema, table), []).append((name, dtype))
     return out

@@ -31,6 +31,12 @@ CURRENT = 2
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     """The lake's schema version; 1 for a lake from before versions were recorded; None when empty."""
+    try:  # the common case, without a catalog query
+        row = con.execute("select value from schema_meta where key = 'schema_version'").fetchone()
+        if row:
+            return int(row[0])
+    except duckdb.CatalogException:
+        pass
     tables = {r[0] for r in con.execute(
         "select table_name from information_schema.tables where table_schema = 'main' "
         "and table_catalog = current_database()").fetchall()}
