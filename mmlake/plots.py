@@ -1,35 +1,15 @@
 """Static pictures (PNG bytes) for asset metadata and reports.
 
 Image thumbnails (sessions, chips, feature and element maps, segmentation overlays, agreement) are
-drawn with Pillow through :mod:`mmlake.raster` (milliseconds each); charts with axes (the
-ordered-vs-disordered composition bars) use matplotlib with the Agg backend."""
+drawn with Pillow through :mod:`mmlake.raster` (milliseconds each), and so are the charts with axes
+(the ordered-vs-disordered composition bars): nothing here imports matplotlib. The campaign report's
+interactive figures are plotly (:mod:`mmlake.report`)."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 
 from mmlake import raster
-
-
-def _figure(n_panels: int, size: float = 3.2):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n_panels, figsize=(size * n_panels, size), squeeze=False)
-    return fig, axes[0]
-
-
-def to_png(fig, dpi: int = 80) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def session_thumbnail(haadf: np.ndarray | None, count_map: np.ndarray | None, title: str) -> bytes:
@@ -178,8 +158,9 @@ def _d_label(regions, method: str, modality: str, role: str) -> str:
 def composition_bars(shift, title: str, regions=None, elements: tuple[str, ...] | None = None) -> bytes:
     """Ordered (blue) vs disordered (brown) film composition per method x modality, percent
     differences on top with their 95 % intervals (``*`` = significant) and as error bars on a second
-    axis, and the roles' d-spacings in the panel titles (the preprint's Figs. 4-5). Core-chip figures
-    where the rows have them, else whole-region figures.
+    axis (right, black), and the roles' d-spacings in the panel titles (the preprint's Figs. 4-5).
+    Core-chip figures where the rows have them, else whole-region figures. Drawn with Pillow
+    (:mod:`mmlake.raster`): through matplotlib this one picture cost 1.6 s of a full-size ingest.
 
     ``shift``: rows of ``ordered_disordered_shift`` / the ``composition_shift`` view for one session;
     ``regions``: that session's ``regions`` rows (for the d-spacings), optional.
@@ -187,60 +168,110 @@ def composition_bars(shift, title: str, regions=None, elements: tuple[str, ...] 
     import polars as pl
 
     if shift is None or shift.is_empty():
-        fig, axes = _figure(1)
-        axes[0].text(0.5, 0.5, "no segmentation has both an ordered\nand a disordered film region",
-                     ha="center", va="center", fontsize=8)
-        axes[0].set_title(title, fontsize=8)
-        axes[0].axis("off")
-        return to_png(fig)
+        return raster.compose([], f"{title}: no segmentation has both an ordered and a disordered film region")
     keys = shift.select("method", "modality").unique(maintain_order=True).rows()
     methods, mods = _panel_order(keys)
     keys = [(m, d) for m in methods for d in mods if (m, d) in set(keys)]
-    fig, axes = _figure(len(keys), size=2.6)
     els = list(elements) if elements else list(dict.fromkeys(shift["element"].to_list()))
-    for ax, (m, d) in zip(axes, keys):
+    panels = []
+    for m, d in keys:
         part = shift.filter((pl.col("method") == m) & (pl.col("modality") == d))
         vals = {r["element"]: r for r in part.iter_rows(named=True)}
-        x = np.arange(len(els))
         core = any(v.get("percent_diff_core") is not None for v in vals.values())
         sfx = "_core" if core else ""
-        o_col, d_col, pd_col = f"ordered_at_pct{sfx}", f"disordered_at_pct{sfx}", f"percent_diff{sfx}"
-        lo_col, hi_col, sig_col = f"ci_low{sfx}", f"ci_high{sfx}", f"significant{sfx}"
-        o = [vals[e].get(o_col) if e in vals and vals[e].get(o_col) is not None else np.nan for e in els]
-        q = [vals[e].get(d_col) if e in vals and vals[e].get(d_col) is not None else np.nan for e in els]
-        ax.bar(x - 0.2, o, 0.4, color=ROLE_COLORS["film_ordered"], label="ordered")
-        ax.bar(x + 0.2, q, 0.4, color=ROLE_COLORS["film_disordered"], label="disordered")
-        for xi, e in zip(x, els):
-            r = vals.get(e, {})
-            pd, lo, hi = r.get(pd_col), r.get(lo_col), r.get(hi_col)
-            if pd is not None and np.isfinite(pd):
-                top = np.nanmax([r.get(o_col) or 0, r.get(d_col) or 0])
-                ci = f"\n[{lo:+.1f}, {hi:+.1f}]" if lo is not None and hi is not None else ""
-                ax.text(xi, top + 1.5, f"{pd:+.1f}%{'*' if r.get(sig_col) else ''}{ci}", ha="center", fontsize=5)
-        # the percent differences with their 95 % intervals on a second axis
-        pds = np.array([vals.get(e, {}).get(pd_col) if vals.get(e, {}).get(pd_col) is not None else np.nan
-                        for e in els], dtype=float)
-        if np.isfinite(pds).any():
-            lo = np.array([vals.get(e, {}).get(lo_col) if vals.get(e, {}).get(lo_col) is not None else np.nan
-                           for e in els], dtype=float)
-            hi = np.array([vals.get(e, {}).get(hi_col) if vals.get(e, {}).get(hi_col) is not None else np.nan
-                           for e in els], dtype=float)
-            ax2 = ax.twinx()
-            ax2.errorbar(x, pds, yerr=[np.nan_to_num(pds - lo), np.nan_to_num(hi - pds)], fmt="o", color="k",
-                         ms=3, capsize=2, lw=0.8)
-            ax2.axhline(0, color="#999", lw=0.5)
-            ax2.set_ylabel("dis vs ord (%)", fontsize=6)
-            ax2.tick_params(labelsize=5)
-        ax.set_xticks(x, els, fontsize=7)
-        ax.set_ylabel("at.%", fontsize=7)
-        ax.tick_params(labelsize=6)
-        ymax = np.nanmax(np.array(o + q, dtype=float)) if np.isfinite(np.array(o + q, dtype=float)).any() else 1.0
-        ax.set_ylim(0, ymax * 1.18 + 1)
-        ax.set_title(f"{m} / {d} ({'core' if core else 'whole'} chips)\nd: ordered {_d_label(regions, m, d, 'film_ordered')}, "
-                     f"disordered {_d_label(regions, m, d, 'film_disordered')}", fontsize=6)
-        ax.legend(fontsize=5, loc="upper left")
-    fig.suptitle(title, fontsize=8, y=1.04)
-    return to_png(fig)
+
+        def col(name, _sfx=sfx, _vals=vals):
+            return np.array([_vals.get(e, {}).get(name + _sfx) if _vals.get(e, {}).get(name + _sfx) is not None
+                             else np.nan for e in els], dtype=float)
+
+        sig = [bool(vals.get(e, {}).get("significant" + sfx)) for e in els]
+        rgb = composition_chart(els, col("ordered_at_pct"), col("disordered_at_pct"), col("percent_diff"),
+                                col("ci_low"), col("ci_high"), sig)
+        panels.append(raster.Panel(rgb, f"{m} / {d} ({'core' if core else 'whole'} chips)\n"
+                                        f"d ord {_d_label(regions, m, d, 'film_ordered')}\n"
+                                        f"d dis {_d_label(regions, m, d, 'film_disordered')}"))
+    return raster.compose(panels, f"{title}  (bars: at.%, left; dots: dis vs ord %, 95 % interval, right)",
+                          panel_px=max(CHART_PX), columns=4)
+
+
+CHART_PX = (300, 230)  # (width, height) of one composition chart
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """About `n` round tick values (1, 2 or 5 x 10^k apart) inside [lo, hi]."""
+    raw = (hi - lo) / max(n, 1)
+    if not np.isfinite(raw) or raw <= 0:
+        return []
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(k * mag for k in (1, 2, 5, 10) if k * mag >= raw)
+    first = np.ceil(lo / step) * step
+    return [float(t) for t in np.arange(first, hi + 1e-9 * step, step)]
+
+
+def composition_chart(elements, ordered, disordered, pdiff, lo, hi, significant, size=CHART_PX) -> np.ndarray:
+    """One composition panel as (H, W, 3) uint8 pixels: paired bars (at.%, left axis), the percent
+    difference with its interval as a dot and whisker (right axis, zero line dashed grey) and the
+    difference written above each pair. NaN values draw nothing."""
+    from PIL import Image, ImageDraw
+
+    W, H = size
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    dr = ImageDraw.Draw(img)
+    f8, f9 = raster.font(8), raster.font(9)
+    x0, x1, y0, y1 = 34, W - 38, 30, H - 16  # plot box: y0 top, y1 bottom (0 at.%)
+    fg, grey = (20, 20, 20), (150, 150, 150)
+    both = np.concatenate([ordered, disordered])
+    ymax = (np.nanmax(both) if np.isfinite(both).any() else 1.0) * 1.18 + 1
+    def yl(v):  # at.% -> pixel row
+        return y1 - (y1 - y0) * float(v) / ymax
+    span = np.concatenate([lo, hi, pdiff])
+    span = span[np.isfinite(span)]
+    plo, phi = (min(span.min(), 0.0), max(span.max(), 0.0)) if len(span) else (-1.0, 1.0)
+    pad = 0.1 * (phi - plo or 1.0)
+    plo, phi = plo - pad, phi + pad
+    def yr(v):  # percent difference -> pixel row
+        return y1 - (y1 - y0) * (float(v) - plo) / (phi - plo)
+    dr.rectangle([x0, y0, x1, y1], outline=fg)
+    for t in _nice_ticks(0.0, ymax):  # left ticks
+        y = yl(t)
+        dr.line([x0 - 3, y, x0, y], fill=fg)
+        dr.text((x0 - 4, y), f"{t:.0f}", fill=fg, font=f8, anchor="rm")
+    dr.text((2, y0 - 12), "at.%", fill=fg, font=f8)
+    for t in _nice_ticks(plo, phi):  # right ticks
+        y = yr(t)
+        dr.line([x1, y, x1 + 3, y], fill=fg)
+        dr.text((x1 + 5, y), f"{t:+.0f}", fill=fg, font=f8, anchor="lm")
+    dr.text((W - 2, y0 - 12), "dis-ord %", fill=fg, font=f8, anchor="ra")
+    z = yr(0.0)
+    for xs in range(x0, x1, 6):  # dashed zero line of the right axis
+        dr.line([xs, z, min(xs + 3, x1), z], fill=grey)
+    n = max(len(elements), 1)
+    step = (x1 - x0) / n
+    bw = 0.3 * step
+    c_ord, c_dis = raster.hex_rgb(ROLE_COLORS["film_ordered"]), raster.hex_rgb(ROLE_COLORS["film_disordered"])
+    for i, e in enumerate(elements):
+        cx = x0 + step * (i + 0.5)
+        for v, x, c in ((ordered[i], cx - bw, c_ord), (disordered[i], cx, c_dis)):
+            if np.isfinite(v) and v > 0:
+                dr.rectangle([round(x), round(yl(v)), round(x + bw) - 1, y1 - 1], fill=c)
+        dr.text((cx, y1 + 2), str(e), fill=fg, font=f9, anchor="ma")
+        if np.isfinite(pdiff[i]):
+            top = np.nanmax([ordered[i], disordered[i], 0.0])
+            label = f"{pdiff[i]:+.1f}%{'*' if significant[i] else ''}"
+            dr.text((cx, yl(top) - 2), label, fill=fg, font=f8, anchor="md")
+            if np.isfinite(lo[i]) and np.isfinite(hi[i]):
+                ya, yb = yr(lo[i]), yr(hi[i])
+                dr.line([cx + bw + 3, ya, cx + bw + 3, yb], fill=fg)
+                dr.line([cx + bw + 1, ya, cx + bw + 5, ya], fill=fg)
+                dr.line([cx + bw + 1, yb, cx + bw + 5, yb], fill=fg)
+            yp = yr(pdiff[i])
+            dr.ellipse([cx + bw + 1, yp - 2, cx + bw + 5, yp + 2], fill=fg)
+    # legend, top left inside the box
+    for k, (text, c) in enumerate((("ordered", c_ord), ("disordered", c_dis))):
+        lx, ly = x0 + 4 + 62 * k, y0 + 4
+        dr.rectangle([lx, ly + 1, lx + 7, ly + 8], fill=c)
+        dr.text((lx + 10, ly), text, fill=fg, font=f8)
+    return np.asarray(img)
 
 
 def agreement_heatmap(agreement, title: str, value: str = "ami") -> bytes:

@@ -84,3 +84,28 @@ def test_agreement_heatmap_and_element_maps_draw_values():
     at[:, 1] = 50 - at[:, 0]
     em = _img(plots.element_maps(at, ["Fe", "O"], 4, 4, "t"))
     assert em.shape[1] >= 2 * 160
+
+
+def test_composition_chart_draws_bars_to_scale_and_the_difference_on_its_axis():
+    """Bar heights are proportional to at.% (ordered 60 vs disordered 30 -> 2:1 in pixels) and NaN
+    draws no bar."""
+    nan = float("nan")
+    rgb = plots.composition_chart(["A", "B"], np.array([60.0, nan]), np.array([30.0, 10.0]),
+                                  np.array([-50.0, nan]), np.array([-60.0, nan]), np.array([-40.0, nan]),
+                                  [True, False])
+    blue, brown = raster.hex_rgb(plots.ROLE_COLORS["film_ordered"]), raster.hex_rgb(plots.ROLE_COLORS["film_disordered"])
+    H, W = rgb.shape[:2]
+    half = W // 2
+
+    def height(colour, lo, hi):
+        mask = (rgb[:, lo:hi] == colour).all(axis=2)
+        mask[:45] = False  # the legend swatches
+        rows = np.flatnonzero(mask.any(axis=1))
+        return 0 if len(rows) == 0 else rows.max() - rows.min() + 1
+
+    h_ord, h_dis = height(blue, 0, half), height(brown, 0, half)
+    assert h_ord > 60 and abs(h_ord / h_dis - 2.0) < 0.05
+    assert height(blue, half, W) == 0  # B's ordered value is NaN: no bar
+    assert abs(height(brown, half, W) / h_dis - 1 / 3) < 0.05
+    png = plots.composition_bars(None, "empty")
+    assert Image.open(io.BytesIO(png)).size[0] > 100
