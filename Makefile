@@ -60,6 +60,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 bench: install
 	$(BIN)/python bench/chips.py
 	$(BIN)/python bench/session.py
+	$(BIN)/python bench/landing.py
 	$(BIN)/python bench/encoders.py
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/similar.py

@@ -1,0 +1,146 @@
+"""One full-size session from the landing folder through the sensor, against `mmlake ingest` in the same run.
+
+The session is bench/session.py's (512x512 HAADF + 512x512x4096 EDS as HyperSpy saves it by
+default, 1,024 chips of 16 px; built once into --dir). The bench:
+
+1. baseline: `mmlake ingest FOLDER` into a fresh lake and Dagster home (wall seconds);
+2. starts a real `dagster dev` (webserver, daemon, code server; tests/dagster_server.py) with the
+   landing sensor ticking every --interval seconds (MMLAKE_SENSOR_INTERVAL_S; the shipped default is
+   30 s), waits until it is up (not timed), drops the session folder into the landing zone as a user
+   would (copy under a hidden name, then rename), and polls the run through GraphQL (the lake is not
+   opened while the run writes). Once the run has finished, the lake's ledger gives when each asset's
+   rows were committed; the figure is drop -> last session asset committed.
+
+The sensor path costs more than the CLI: a folder is taken only when it is unchanged over two sensor
+ticks (a half-copied folder is never ingested), the run waits in the run queue for the daemon's
+coordinator, and the run launcher starts a run process whose multiprocess executor runs every step in
+its own process (forked from a preloaded forkserver). The breakdown printed says how much each costs.
+
+Target (issue 12): <= 20 s from the landing folder through the sensor, on 2 cores.
+
+Usage: python bench/landing.py [--dir /tmp/mmlake-bench] [--interval 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+
+def _session_bench():
+    spec = importlib.util.spec_from_file_location("bench_session", REPO / "bench" / "session.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", default="/tmp/mmlake-bench")
+    ap.add_argument("--interval", type=int, default=3, help="sensor interval, whole seconds (shipped default 30)")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    args = ap.parse_args()
+    sb = _session_bench()
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = sb.build_full(root)
+    sb.warm(folder)
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; session {folder}", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="landing-bench-", dir=root))
+    try:
+        # 1. baseline in the same run: the CLI
+        env = sb.fresh_env(work)
+        subprocess.run([sys.executable, "-c", "from assets.runner import dagster_instance; dagster_instance()"],
+                       env=env, cwd=REPO, check=True, capture_output=True)
+        cli_wall, _, cli_cpu, res = sb.run_rss([str(BIN / "mmlake"), "ingest", str(folder)], env)
+        if res.returncode != 0:
+            raise SystemExit(f"mmlake ingest failed ({res.returncode}):\n{res.stdout[-3000:]}")
+        print(f"baseline `mmlake ingest`: {cli_wall:.2f} s wall, {cli_cpu:.2f} s CPU", flush=True)
+
+        # 2. the sensor path
+        import tests.dagster_server as ds
+
+        ds.SENSOR_INTERVAL_S = args.interval
+        t_up = time.monotonic()
+        server = ds.start_server(work / "server")
+        print(f"dagster dev up in {time.monotonic() - t_up:.1f} s (not counted); sensor every {args.interval:g} s",
+              flush=True)
+        try:
+            report = _through_sensor(server, folder, args.timeout)
+        finally:
+            leftovers = server.stop()
+        if leftovers:
+            print(f"note: processes that outlived dagster dev's process group were killed: {leftovers}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    total = report["last_commit_s"]
+    print(f"\nlanding folder -> every session asset committed: {total:.2f} s wall "
+          f"({total / cli_wall:.2f}x `mmlake ingest` in this run, {cli_wall:.2f} s); target <= 20 s")
+    print(f"  drop -> run created by the sensor:   {report['run_created_s']:.2f} s (two unchanged ticks)")
+    print(f"  run created -> run started:          {report['run_started_s'] - report['run_created_s']:.2f} s "
+          f"(run queue, run launcher, run process start-up)")
+    print(f"  run started -> first asset commit:   {report['first_commit_s'] - report['run_started_s']:.2f} s")
+    print(f"  first -> last asset commit:          {report['last_commit_s'] - report['first_commit_s']:.2f} s")
+    print(f"  run finished (checks, run end):      {report['run_done_s']:.2f} s after the drop")
+    print("  asset commits after the drop: " + ", ".join(f"{k} {v:.1f}" for k, v in report["commits"].items()))
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+
+
+def _through_sensor(server, folder: Path, timeout: float) -> dict:
+    from mmlake.manifest import load_manifest
+
+    sid = load_manifest(folder).session_id
+    wall0 = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    server.drop_session(folder)
+    created = started = None
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise SystemExit(f"dagster dev exited:\n{server.log_tail()}")
+        data = server.graphql(
+            "query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results { runId status "
+            "creationTime startTime endTime } } } }",
+            {"f": {"tags": [{"key": "mmlake/sessions", "value": sid}]}})
+        runs = data["runsOrError"]["results"]
+        if runs:
+            r = runs[0]
+            if created is None:
+                created = r["creationTime"]
+            started = r["startTime"] or started
+            if r["status"] in ("FAILURE", "CANCELED"):
+                raise SystemExit(f"{sid}: the sensor's run {r['runId']} ended {r['status']}:\n{server.log_tail(80)}")
+            if r["status"] == "SUCCESS":
+                done = time.monotonic() - t0
+                break
+        time.sleep(0.25)
+    else:
+        raise SystemExit(f"{sid}: no finished run after {timeout:.0f} s:\n{server.log_tail(80)}")
+    rows = json.loads(subprocess.run(
+        [str(BIN / "mmlake"), "sql", "select asset_key, epoch(finished_at) as t from materializations "
+         f"where list_contains(session_ids, '{sid}') and is_current order by t", "--format", "json"],
+        env=server.env, capture_output=True, text=True, check=True).stdout)
+    base = wall0.timestamp()
+    commits = {r["asset_key"]: r["t"] - base for r in rows}
+    return {"run_created_s": created - base, "run_started_s": (started or created) - base,
+            "first_commit_s": min(commits.values()), "last_commit_s": max(commits.values()),
+            "run_done_s": done, "commits": commits}
+
+
+if __name__ == "__main__":
+    main()
