@@ -7,6 +7,7 @@ names the session folder, the field and what was expected.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -120,10 +121,33 @@ class Manifest:
                                   ("truth", self.truth)) if p}
 
 
-def _known_elements() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _known_elements() -> frozenset[str]:
+    """Element symbols with X-ray lines in exspy's database (the one quantification uses).
+
+    Why not `exspy.material.elements`: importing exspy imports hyperspy.api and every signal class
+    (1.5-3 s), and the landing sensor validates session.yaml in a process that may need nothing else
+    from exspy. The database is a dict literal in exspy's `_misc/elements.py`: its keys are read with
+    `ast` (~30 ms) without running exspy; if that layout ever changes, exspy is imported instead."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("exspy")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "_misc" / "elements.py"
+        try:
+            tree = ast.parse(path.read_text())
+        except (OSError, SyntaxError):
+            continue
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                    and any(isinstance(t, ast.Name) and t.id == "elements" for t in node.targets)):
+                keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+                if keys:
+                    return frozenset(keys)
     from exspy.material import elements
 
-    return set(elements.keys())
+    return frozenset(elements.keys())
 
 
 def load_manifest(folder: str | os.PathLike, strict: bool = False) -> Manifest:
