@@ -3,6 +3,9 @@ already stored is lost."""
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from assets.runner import ingest
 from mmlake.errors import SessionError
 from mmlake.manifest import load_manifest
 from tests.sessions import make_tiny_session, sid, write_manifest
+
+REPO = Path(__file__).resolve().parent.parent
 
 quiet = {"progress": lambda m: None}
 
@@ -180,3 +185,14 @@ def test_same_session_twice_is_idempotent(tmp_path, lake, instance, good):
     assert {t: strip(v) for t, v in snap.items()} == {t: strip(v) for t, v in good.items()}
     n = lake.query("select count(*) as n, count(distinct chip_index) as d from chips")
     assert n["n"][0] == n["d"][0] == 16
+
+
+def test_known_elements_are_exspys_without_importing_it():
+    """session.yaml's element check reads exspy's own database (its keys, parsed from the file) in a
+    fresh process without importing exspy, and knows exactly the elements exspy.material does."""
+    code = ("import sys; from mmlake.manifest import _known_elements; k = _known_elements(); "
+            "assert 'exspy' not in sys.modules, 'exspy was imported'; print(len(k)); "
+            "from exspy.material import elements; assert k == frozenset(elements.keys())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[0]) > 80  # H .. U with X-ray lines (95 in exspy 0.3.2)
