@@ -4,7 +4,8 @@ Each tick (every `MMLAKE_SENSOR_INTERVAL_S` seconds, default 30):
 
 1. Fingerprint every candidate folder in the landing zone (relative path, size and mtime of every
    file in it). A folder is looked at only when its fingerprint is unchanged since the previous tick,
-   so a folder still being copied (or an rsync temp file being renamed) is left alone. Hidden names
+   so a folder still being copied (or an rsync temp file being renamed) is left alone
+   (`MMLAKE_SENSOR_SETTLE_S=2`: unchanged over a 2 s pause within the tick instead, opt-in). Hidden names
    (`.foo`, `.foo.tmp-1234`) and names ending in .tmp/.part/.partial are never candidates: copy into
    a temporary name and rename, or write session.yaml last.
 2. A stable folder is complete when its session.yaml and every file it names are present. A stable
@@ -60,6 +61,12 @@ SESSION_JOB = "session_job"
 SENSOR_INTERVAL_S = int(os.environ.get("MMLAKE_SENSOR_INTERVAL_S", "30"))
 INCOMPLETE_TIMEOUT_S = float(os.environ.get("MMLAKE_INCOMPLETE_TIMEOUT_S", "3600"))
 TICK_BUDGET_S = float(os.environ.get("MMLAKE_SENSOR_BUDGET_S", "30"))  # staging work per tick
+# Opt-in: a folder seen for the first time is fingerprinted again after this pause within the same
+# tick, and taken when unchanged, instead of waiting for the next tick. Dagster's sensor daemon
+# evaluates a sensor every 5 s at the fastest, so the two-tick rule costs 5-10 s (30-60 s at the
+# default interval). 0 (default): the two-tick rule, which also survives a copy that stalls for
+# longer than a pause (a stalled, truncated file would otherwise fail validation -> rejected/).
+SETTLE_S = float(os.environ.get("MMLAKE_SENSOR_SETTLE_S", "0"))
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
 FILE_ROLES = ("haadf", "eds", "data", "truth")
 REJECT_NOTE = "REJECTED.txt"
@@ -237,13 +244,26 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
     new_pending, new_handled = {}, {}
     accepted: list[tuple[str, str, str, str]] = []
     notes: list[str] = []
+    pending = dict(cur["pending"])
+    if SETTLE_S > 0:  # new folders: one pause for all of them, then taken if unchanged over it
+        fresh = {}
+        for folder in candidates(root):
+            fp, _ = fingerprint(folder)
+            prev = pending.get(folder.name)
+            if (prev is None or prev["fp"] != fp) and cur["handled"].get(folder.name) != fp:
+                fresh[folder.name] = (folder, fp)
+        if fresh:
+            time.sleep(SETTLE_S)
+            for name, (folder, fp) in fresh.items():
+                if folder.is_dir() and fingerprint(folder)[0] == fp:
+                    pending[name] = {"fp": fp, "since": now}
     for folder in candidates(root):
         name = folder.name
         fp, present = fingerprint(folder)
         if cur["handled"].get(name) == fp:  # handled but could not be moved away (read-only share)
             new_handled[name] = fp
             continue
-        prev = cur["pending"].get(name)
+        prev = pending.get(name)
         if prev is None or prev["fp"] != fp:
             new_pending[name] = {"fp": fp, "since": now}
             notes.append(f"{name}: waiting for it to stay unchanged")

@@ -122,6 +122,27 @@ def test_half_copied_and_growing_folders_wait(env):
     assert (env["root"] / ".s3.incoming").is_dir() and (env["root"] / "s4.partial").is_dir()
 
 
+def test_settle_pause_takes_a_stable_folder_in_one_tick_and_not_a_changing_one(env, monkeypatch):
+    """MMLAKE_SENSOR_SETTLE_S (opt-in): a new folder unchanged over the pause is taken on its first
+    tick; one that changes during the pause waits, as under the two-tick rule."""
+    import threading
+
+    import assets.sensors as sensors
+
+    monkeypatch.setattr(sensors, "SETTLE_S", 0.6)
+    folder = drop(env, "s5", sample="eps")
+    r = tick(env)
+    assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("eps")] and not folder.exists()
+    moving = drop(env, "s6", sample="zet")
+    timer = threading.Timer(0.2, lambda: (moving / "notes.txt").write_text("still copying"))
+    timer.start()
+    r = tick(env, r.cursor)
+    timer.join()
+    assert not r.run_requests and moving.is_dir() and "waiting" in r.skip_reason.skip_message
+    r = tick(env, r.cursor)  # unchanged since: taken
+    assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("zet")]
+
+
 def test_bad_session_is_rejected_with_reason_and_good_one_unaffected(env):
     good = drop(env, "good", sample="good")
     bad = drop(env, "bad", sample="bad", elements=["Fe", "Xx"])
