@@ -7,7 +7,6 @@ names the session folder, the field and what was expected.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from mmlake.eds.lines import element_symbols
 from mmlake.errors import SessionError
 
 MANIFEST_NAME = "session.yaml"
@@ -121,35 +121,6 @@ class Manifest:
                                   ("truth", self.truth)) if p}
 
 
-@functools.lru_cache(maxsize=1)
-def _known_elements() -> frozenset[str]:
-    """Element symbols with X-ray lines in exspy's database (the one quantification uses).
-
-    Why not `exspy.material.elements`: importing exspy imports hyperspy.api and every signal class
-    (1.5-3 s), and the landing sensor validates session.yaml in a process that may need nothing else
-    from exspy. The database is a dict literal in exspy's `_misc/elements.py`: its keys are read with
-    `ast` (~30 ms) without running exspy; if that layout ever changes, exspy is imported instead."""
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec("exspy")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "_misc" / "elements.py"
-        try:
-            tree = ast.parse(path.read_text())
-        except (OSError, SyntaxError):
-            continue
-        for node in tree.body:
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
-                    and any(isinstance(t, ast.Name) and t.id == "elements" for t in node.targets)):
-                keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-                if keys:
-                    return frozenset(keys)
-    from exspy.material import elements
-
-    return frozenset(elements.keys())
-
-
 def load_manifest(folder: str | os.PathLike, strict: bool = False) -> Manifest:
     """Read and validate `folder/session.yaml` (`strict`: unknown keys are errors, see parse_manifest)."""
     folder = Path(folder)
@@ -244,7 +215,7 @@ def parse_manifest(raw: Any, folder: str | os.PathLike, check_files: bool = True
     if not isinstance(elements, list) or not all(isinstance(e, str) for e in elements):
         raise fail(f"field 'elements' must be a list of element symbols, got {elements!r}")
     if elements:
-        known = _known_elements()
+        known = element_symbols()
         unknown = [e for e in elements if e not in known]
         if unknown:
             raise fail(f"unknown element symbol(s) {unknown}; use symbols like Fe, La, O (case matters)")

@@ -69,7 +69,10 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None, *
     from mmlake.lake import SQL_DIR, apply_schema
 
     schema_sha = hashlib.sha256((SQL_DIR / "schema.sql").read_bytes()).hexdigest()
-    if not force:  # the common case in one query (~0.3 ms): this schema.sql is applied already
+    if not force:
+        # nothing changed since this schema.sql was last applied: one query (~0.3 ms). On DuckLake
+        # every DDL statement is a catalog write (a snapshot); on the DuckDB file the full check (row
+        # counts of every table, a reference schema in memory) cost ~1 s per Lake object
         try:
             meta = dict(con.execute("select key, value from schema_meta "
                                     "where key in ('schema_version', 'schema_sha')").fetchall())
@@ -81,11 +84,6 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None, *
     if version is not None and version > CURRENT:
         raise LakeError(f"the lake at {db_path} has schema version {version}, newer than this mmlake "
                         f"({CURRENT}); upgrade mmlake (pip install -e . in the newer checkout)")
-    if not force and version == CURRENT and meta_value(con, "schema_sha") == schema_sha:
-        # nothing changed since the schema was last applied. On DuckLake every DDL statement is a
-        # catalog write (a snapshot); on the DuckDB file the full check (row counts of every table,
-        # a reference schema in memory) cost ~1 s per Lake object, a dozen times per ingest
-        return []
     done: list[str] = []
     con.execute("begin transaction")
     try:

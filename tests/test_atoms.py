@@ -13,6 +13,7 @@ from mmlake.atoms import analyse_columns, chip_order, locate_columns, region_ord
 from mmlake.atoms.synthetic import lattice_image
 from mmlake.atoms.validate import atomagined_dir, atomagined_files, match
 from mmlake.chips import ChipGrid
+from tests.shared_data import needs_shared_data
 
 
 def _score(loc, truth, radius=2.0):
@@ -393,8 +394,7 @@ def test_validate_settings_and_oracle_row_offsets():
     assert np.abs(fixed - raw)[inner].mean() < 0.2 * np.abs(jit / 3.0 - 7.0 / 3.0 - raw)[inner].mean()
 
 
-@pytest.mark.skipif(not ATOMAGINED, reason=f"AtomAgined validation data not found under {atomagined_dir()} "
-                                            "(../shared/data/atomagined relative to the repository root)")
+@needs_shared_data(bool(ATOMAGINED), f"AtomAgined validation images under {atomagined_dir()}")
 def test_atomagined_recall_precision_rms():
     """Figures measured on a fixed subset (every 5th file); floors a little below them so a
     regression fails (full-set figures: python -m mmlake.atoms.validate)."""
@@ -411,8 +411,7 @@ def test_atomagined_recall_precision_rms():
     assert r["blbk1"]["recall"] >= 0.74 and r["blbk1"]["precision"] >= 0.88
 
 
-@pytest.mark.skipif(not ATOMAGINED, reason=f"AtomAgined validation data not found under {atomagined_dir()} "
-                                            "(../shared/data/atomagined relative to the repository root)")
+@needs_shared_data(bool(ATOMAGINED), f"AtomAgined validation images under {atomagined_dir()}")
 def test_atomagined_clean_recall_is_not_limited_by_the_jitter_correction():
     """With the rows registered against the raw image (perfect scan-line correction) clean recall
     barely moves and the RMS vs projected atoms stays above 0.6 px: what is short of the targets is

@@ -190,8 +190,8 @@ def test_same_session_twice_is_idempotent(tmp_path, lake, instance, good):
 def test_known_elements_are_exspys_without_importing_it():
     """session.yaml's element check reads exspy's own database (its keys, parsed from the file) in a
     fresh process without importing exspy, and knows exactly the elements exspy.material does."""
-    code = ("import sys; from mmlake.manifest import _known_elements; k = _known_elements(); "
-            "assert 'exspy' not in sys.modules, 'exspy was imported'; print(len(k)); "
+    code = ("import sys; import mmlake.manifest; from mmlake.eds.lines import element_symbols; "
+            "k = element_symbols(); assert 'exspy' not in sys.modules, 'exspy was imported'; print(len(k)); "
             "from exspy.material import elements; assert k == frozenset(elements.keys())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -18,9 +18,10 @@ import polars as pl
 import pytest
 
 from mmlake.crystal.structures import DEFAULT_DATA, load_structures
+from tests.shared_data import needs_shared_data
 
 TRAIN_CSV = DEFAULT_DATA / "train.csv"
-needs_data = pytest.mark.skipif(not TRAIN_CSV.exists(), reason=f"shared data not found at {TRAIN_CSV}")
+needs_data = needs_shared_data(TRAIN_CSV.exists(), str(TRAIN_CSV))
 TINY = dict(epochs=6, batch_size=32, lr=3e-3, emb_dim=16, hidden=32, xrd_channels=(4, 4, 8, 8, 8), seed=7)
 
 

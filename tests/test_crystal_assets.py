@@ -8,8 +8,9 @@ from dagster import materialize
 from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource
 from assets.definitions import all_resources
 from mmlake.crystal.structures import DEFAULT_DATA
+from tests.shared_data import needs_shared_data
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "train.csv").exists(), reason=f"no shared data at {DEFAULT_DATA}")
+pytestmark = needs_shared_data((DEFAULT_DATA / "train.csv").exists(), f"the MP-20 excerpt at {DEFAULT_DATA}")
 
 
 def test_crystal_group_materializes(tmp_path, lake):

@@ -198,11 +198,11 @@ def test_fft_grid_is_checked_against_image():
 from mmlake.encoders import AUTO_ORDER, auto_haadf_encoder  # noqa: E402
 from mmlake.encoders import benchmark as bench  # noqa: E402
 from mmlake.encoders.effnet import WHEEL_WEIGHTS_SHA256, EffNetEncoder, file_sha256, wheel_weights_path  # noqa: E402
+from tests.shared_data import needs_shared_data  # noqa: E402
 
 ATOMAGINED = bench.default_atomagined_root()
-needs_atomagined = pytest.mark.skipif(
-    not (ATOMAGINED / "retrieval" / "targets" / "png").is_dir(),
-    reason=f"atomagined development data absent ({ATOMAGINED}); it lives in ../shared/data/atomagined")
+needs_atomagined = needs_shared_data((ATOMAGINED / "retrieval" / "targets" / "png").is_dir(),
+                                     f"atomagined development data ({ATOMAGINED})")
 
 
 @pytest.fixture(scope="module")

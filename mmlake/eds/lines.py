@@ -15,8 +15,36 @@ def _elements_db() -> dict:
     return {k: elements[k].as_dictionary() for k in elements.keys()}
 
 
+@functools.lru_cache(maxsize=1)
+def element_symbols() -> frozenset[str]:
+    """Element symbols with X-ray lines in exspy's database (the one quantification uses).
+
+    Why not `exspy.material.elements`: importing exspy imports hyperspy.api and every signal class
+    (1.5-3 s), and session.yaml is validated (the landing sensor, registration) where nothing else
+    from exspy may be needed. The database is a dict literal in exspy's `_misc/elements.py`: its keys
+    are read with `ast` (~30 ms) without running exspy; if that layout ever changes, exspy is
+    imported instead."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("exspy")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            tree = ast.parse((Path(folder) / "_misc" / "elements.py").read_text())
+        except (OSError, SyntaxError):
+            continue
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                    and any(isinstance(t, ast.Name) and t.id == "elements" for t in node.targets)):
+                keys = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+                if keys:
+                    return frozenset(keys)
+    return frozenset(_elements_db())
+
+
 def known_element(symbol: str) -> bool:
-    return isinstance(symbol, str) and symbol in _elements_db()
+    return isinstance(symbol, str) and symbol in element_symbols()
 
 
 def element_lines(element: str) -> dict[str, tuple[float, float]]:
