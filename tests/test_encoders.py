@@ -103,6 +103,20 @@ def test_vgg16_imagenet_unavailable_says_how_to_provide(tmp_path, monkeypatch):
     assert not (tmp_path / "torch_home").exists()  # nothing was downloaded
 
 
+def test_vgg16_imagenet_file_name_is_torchvisions(tmp_path, monkeypatch):
+    # the weights path is computed without importing torchvision (1.4 s per ingest); the name must be
+    # the one torchvision's loader stores and reads
+    import os
+
+    from torchvision.models import VGG16_Weights
+
+    from mmlake.encoders.vgg16 import _IMAGENET_FILE, imagenet_weights_path
+
+    assert _IMAGENET_FILE == os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert imagenet_weights_path() == tmp_path / "hub" / "checkpoints" / _IMAGENET_FILE
+
+
 def test_vgg16_imagenet_loaded_from_torch_home_cache(tmp_path, monkeypatch, chips, vgg_random):
     # a stand-in checkpoint where torchvision's loader keeps the real one: loaded, never downloaded
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -63,12 +63,10 @@ def imagenet_weights_path() -> Path:
     weights are present costs no torch import (3-6 s)."""
     import sys
 
-    if "torch" in sys.modules:
-        import torch.hub
-        from torchvision.models import VGG16_Weights
+    if "torch" in sys.modules:  # torch.hub's own answer (it may have been set_dir'd); not torchvision's
+        import torch.hub          # import (1.4 s, torch._dynamo), for a file name tests pin to its url
 
-        url = VGG16_Weights.IMAGENET1K_V1.url
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        return Path(torch.hub.get_dir()) / "checkpoints" / _IMAGENET_FILE
     home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
     return Path(home) / "hub" / "checkpoints" / _IMAGENET_FILE
 
