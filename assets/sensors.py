@@ -1,13 +1,17 @@
 """The landing-zone sensor: new session folders in, one `session_job` run per session out.
 
-Each tick (every `MMLAKE_SENSOR_INTERVAL_S` seconds, default 30):
+Each tick (every `MMLAKE_SENSOR_INTERVAL_S` seconds, default 5, Dagster's floor):
 
 1. Fingerprint every candidate folder in the landing zone (relative path, size and mtime of every
    file in it). A folder is looked at only when its fingerprint is unchanged since the previous tick,
-   so a folder still being copied (or an rsync temp file being renamed) is left alone
-   (`MMLAKE_SENSOR_SETTLE_S=2`: unchanged over a 2 s pause within the tick instead, opt-in). Hidden names
-   (`.foo`, `.foo.tmp-1234`) and names ending in .tmp/.part/.partial are never candidates: copy into
-   a temporary name and rename, or write session.yaml last.
+   so a folder still being copied (or an rsync temp file being renamed) is left alone. A folder seen
+   for the first time is fingerprinted again after a pause within the tick (`MMLAKE_SENSOR_SETTLE_S`,
+   default 2 s; 0 turns it off) and looked at in that tick when unchanged over it. What that fast look
+   finds can only accept a folder, never reject it: a folder that fails validation on its first look
+   (a copy that stalled for longer than the pause, then goes on) waits for the two-tick rule, and a
+   folder that changes while it is being staged is not registered. Hidden names (`.foo`,
+   `.foo.tmp-1234`) and names ending in .tmp/.part/.partial are never candidates: copy into a
+   temporary name and rename, or write session.yaml last.
 2. A stable folder is complete when its session.yaml and every file it names are present. A stable
    folder that stays incomplete for `MMLAKE_INCOMPLETE_TIMEOUT_S` (default 1 h) is rejected.
 3. A complete folder is validated: `load_manifest` (fields, element symbols, paths) and the data files'
@@ -58,15 +62,18 @@ from resources.lake import LakeResource
 from resources.landing import RESERVED, LandingResource
 
 SESSION_JOB = "session_job"
-SENSOR_INTERVAL_S = int(os.environ.get("MMLAKE_SENSOR_INTERVAL_S", "30"))
+# A tick is cheap (a directory walk and one read-only lake query), so the default is Dagster's floor
+# (its sensor daemon evaluates a sensor every 5 s at the fastest) rather than its 30 s default: a
+# session dropped at a random time waits 2.5 s for a tick on average. Skipped ticks are purged after
+# 7 days (dagster.yaml retention).
+SENSOR_INTERVAL_S = int(os.environ.get("MMLAKE_SENSOR_INTERVAL_S", "5"))
 INCOMPLETE_TIMEOUT_S = float(os.environ.get("MMLAKE_INCOMPLETE_TIMEOUT_S", "3600"))
 TICK_BUDGET_S = float(os.environ.get("MMLAKE_SENSOR_BUDGET_S", "30"))  # staging work per tick
-# Opt-in: a folder seen for the first time is fingerprinted again after this pause within the same
-# tick, and taken when unchanged, instead of waiting for the next tick. Dagster's sensor daemon
-# evaluates a sensor every 5 s at the fastest, so the two-tick rule costs 5-10 s (30-60 s at the
-# default interval). 0 (default): the two-tick rule, which also survives a copy that stalls for
-# longer than a pause (a stalled, truncated file would otherwise fail validation -> rejected/).
-SETTLE_S = float(os.environ.get("MMLAKE_SENSOR_SETTLE_S", "0"))
+# A folder seen for the first time is fingerprinted again after this pause within the same tick,
+# and looked at when unchanged, instead of waiting for the next tick (Dagster's sensor daemon
+# evaluates a sensor every 5 s at the fastest, so the two-tick rule alone costs 5-20 s). The fast
+# look never rejects: see evaluate_landing. 0: the two-tick rule only.
+SETTLE_S = float(os.environ.get("MMLAKE_SENSOR_SETTLE_S", "2"))
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
 FILE_ROLES = ("haadf", "eds", "data", "truth")
 REJECT_NOTE = "REJECTED.txt"
@@ -155,10 +162,11 @@ def reject(folder: Path, rejected_dir: Path, reason: str) -> Path:
     return dest
 
 
-def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str]:
+def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str, bool]:
     """Copy the session's manifest and named files to staged/<session_id>/<content sha>.
 
-    Files are hashed while they are copied (one read). An identical copy already staged is reused.
+    Files are hashed while they are copied (one read). An identical copy already staged is reused;
+    the flag says whether this call created the copy (False: it was there already).
     """
     sid_dir = staged_root / manifest.session_id
     sid_dir.mkdir(parents=True, exist_ok=True)
@@ -181,14 +189,15 @@ def stage(folder: Path, manifest, staged_root: Path) -> tuple[Path, str]:
             shas[rel] = h.hexdigest()
         content = content_sha(manifest.raw, {role: shas[rel] for role, rel in files.items()})
         final = sid_dir / content
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
+        created = not final.exists()
+        if created:
             os.replace(tmp, final)
+        else:
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final, content
+    return final, content, created
 
 
 def prune_staged(sid_dir: Path, keep: Path) -> None:
@@ -256,7 +265,7 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
             time.sleep(SETTLE_S)
             for name, (folder, fp) in fresh.items():
                 if folder.is_dir() and fingerprint(folder)[0] == fp:
-                    pending[name] = {"fp": fp, "since": now}
+                    pending[name] = {"fp": fp, "since": now, "first_look": True}
     for folder in candidates(root):
         name = folder.name
         fp, present = fingerprint(folder)
@@ -282,13 +291,24 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
             dest = reject(folder, landing.rejected(), reason)
             context.log.warning(f"rejected {name} -> {dest}: {reason}")
             continue
+        first_look = prev.get("first_look", False)
         try:
             manifest = validate(folder)
         except SessionError as exc:
+            if first_look:  # maybe a stalled copy: judged again once unchanged over a whole tick
+                new_pending[name] = {"fp": fp, "since": prev["since"]}
+                notes.append(f"{name}: not valid on its first look ({exc}); looked at again next tick")
+                continue
             dest = reject(folder, landing.rejected(), str(exc))
             context.log.warning(f"rejected {name} -> {dest}: {exc}")
             continue
-        staged, sha = stage(folder, manifest, staged_root)
+        staged, sha, created = stage(folder, manifest, staged_root)
+        if fingerprint(folder)[0] != fp:  # changed while it was copied: the copy may be a mix
+            if created:
+                shutil.rmtree(staged, ignore_errors=True)
+            new_pending[name] = {"fp": fingerprint(folder)[0], "since": now}
+            notes.append(f"{name}: changed while it was staged; waiting for it to stay unchanged")
+            continue
         try:
             reg = register_source(lake, staged, content=sha)
         except SessionError as exc:  # different content under a stored identity: never replaced silently
@@ -324,6 +344,7 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
             todo.setdefault(key, row)
     runs, adds = _requests_for(list(todo.values()), context.instance)
     still_open = sorted((requested & open_keys) | set(todo))  # requested, raw_session not done
+    new_pending = {k: {"fp": v["fp"], "since": v["since"]} for k, v in new_pending.items()}  # no first_look
     cursor = json.dumps({"pending": new_pending, "handled": new_handled, "requested": still_open},
                         sort_keys=True)
     if runs:

@@ -33,7 +33,9 @@ Z = sid("zeta")
 
 
 @pytest.fixture
-def env(tmp_path, lake, instance):
+def env(tmp_path, lake, instance, monkeypatch):
+    """The two-tick rule alone (no settle pause) unless a test sets assets.sensors.SETTLE_S."""
+    monkeypatch.setattr("assets.sensors.SETTLE_S", 0.0)
     landing = LandingResource(path=str(tmp_path / "landing"))
     landing.ensure()
     return {"lake": lake, "instance": instance, "landing": landing, "root": landing.root(), "tmp": tmp_path}
@@ -123,7 +125,7 @@ def test_half_copied_and_growing_folders_wait(env):
 
 
 def test_settle_pause_takes_a_stable_folder_in_one_tick_and_not_a_changing_one(env, monkeypatch):
-    """MMLAKE_SENSOR_SETTLE_S (opt-in): a new folder unchanged over the pause is taken on its first
+    """MMLAKE_SENSOR_SETTLE_S (default 2 s): a new folder unchanged over the pause is taken on its first
     tick; one that changes during the pause waits, as under the two-tick rule."""
     import threading
 
@@ -141,6 +143,41 @@ def test_settle_pause_takes_a_stable_folder_in_one_tick_and_not_a_changing_one(e
     assert not r.run_requests and moving.is_dir() and "waiting" in r.skip_reason.skip_message
     r = tick(env, r.cursor)  # unchanged since: taken
     assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("zet")]
+
+
+def test_first_look_never_rejects_and_a_folder_changing_while_staged_is_not_registered(env, monkeypatch):
+    """The settle pause's fast look can only accept: an invalid folder (a copy that stalled for longer
+    than the pause) waits for the two-tick rule, and a folder that changes during staging is not
+    registered from that copy."""
+    import assets.sensors as sensors
+
+    monkeypatch.setattr(sensors, "SETTLE_S", 0.3)
+    bad = drop(env, "stalled", sample="eta")
+    (bad / "eds.hspy").write_bytes(b"half a file")  # the copy stalled here
+    r = tick(env)
+    assert bad.is_dir() and not (env["root"] / "rejected" / "stalled").exists() and not r.run_requests
+    assert "not valid on its first look" in r.skip_reason.skip_message
+    assert json.loads(r.cursor)["pending"]["stalled"].keys() == {"fp", "since"}
+    r = tick(env, r.cursor)  # unchanged over a whole tick and still invalid: rejected now
+    assert "eta@0" in (env["root"] / "rejected" / "stalled" / "REJECTED.txt").read_text()
+
+    real_stage, calls = sensors.stage, []
+
+    def stage_while_copy_goes_on(folder, manifest, staged_root):
+        out = real_stage(folder, manifest, staged_root)
+        if not calls:  # the first staging: the copy into the landing folder writes one more file
+            (folder / "notes.txt").write_text("late file")
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(sensors, "stage", stage_while_copy_goes_on)
+    folder = drop(env, "late", sample="theta")
+    r = tick(env, r.cursor)
+    assert not r.run_requests and folder.is_dir() and "changed while it was staged" in r.skip_reason.skip_message
+    assert not calls[0][0].exists()  # the mixed copy was dropped
+    assert env["lake"].query("select count(*) n from session_sources where sample = 'theta'")["n"][0] == 0
+    r = tick(env, r.cursor)  # unchanged since: staged again and taken
+    assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("theta")] and calls[1][0].is_dir()
 
 
 def test_bad_session_is_rejected_with_reason_and_good_one_unaffected(env):
