@@ -38,6 +38,7 @@ class Step:
     session_ids: list[str]
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     current: dict[str, Any] | None = None  # the asset's own current materialization when the step began
+    asset_key: str = ""  # the asset this step writes (one of a multi-asset's keys, or the asset's own)
 
 
 @dataclass
@@ -63,17 +64,20 @@ def partition_sessions(lake: Lake, partition_key: str) -> list[str]:
                       [partition_key])["session_id"].to_list()
 
 
-def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[str]) -> Step:
-    """Start a partition step: time, upstream ids (captured before any input is read), sessions."""
+def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[str],
+          asset_key: str | None = None) -> Step:
+    """Start a partition step: time, upstream ids (captured before any input is read), sessions.
+    `asset_key`: which of a multi-asset's assets the step writes (default: the asset's own key)."""
     started = dt.datetime.now(dt.timezone.utc)
     pkey = str(context.partition_key) if context.has_partition_key else None
+    key = asset_key or context.asset_key.to_user_string()
     with lake.reading():  # one connection: the upstream ids, the sessions and the asset's own current row
         ups = upstream(lake, upstream_assets, pkey)
         sids = partition_sessions(lake, pkey) if pkey is not None else []
-        current = lake.current(context.asset_key.to_user_string(), pkey)
+        current = lake.current(key, pkey)
     if pkey is not None and upstream_assets and not sids:
         raise LakeError(f"partition {partition_label(pkey)} holds no stored session; materialize raw_session first")
-    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started, current)
+    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started, current, key)
 
 
 def write_result(
@@ -98,7 +102,7 @@ def write_result(
     weights = sorted({p.weights for p in parts.values() if p.weights})
     devices = sorted({p.device for p in parts.values() if p.device})
     prov = Provenance(
-        asset_key=context.asset_key.to_user_string(), partition_key=step.partition_key,
+        asset_key=step.asset_key, partition_key=step.partition_key,
         code_version=code_version, parameters={"sessions": {s: parts[s].parameters for s in sids}},
         upstream=step.upstream, run_id=context.run_id, device=",".join(devices) or None,
         weights=";".join(weights) or None, session_id=sids[0] if len(sids) == 1 else None,
@@ -120,14 +124,14 @@ def write_result(
         context.log.info(f"{step.label}: unchanged (data version {prov.data_version}); nothing written")
         meta["unchanged"] = MetadataValue.bool(True)
         meta["materialization_id"] = MetadataValue.text(out["materialization_id"] if out else current["materialization_id"])
-        return MaterializeResult(metadata=meta, data_version=DataVersion(prov.data_version))
+        return MaterializeResult(asset_key=step.asset_key, metadata=meta, data_version=DataVersion(prov.data_version))
     meta.update({f"rows_{t}": MetadataValue.int(n) for t, n in out["rows"].items()})
     meta["materialization_id"] = MetadataValue.text(out["materialization_id"])
     for sid, part in parts.items():
         for k, v in part.metadata.items():
             meta[k if len(parts) == 1 else f"{sid} {k}"] = v
     meta.update(metadata or {})
-    return MaterializeResult(metadata=meta, data_version=DataVersion(out["data_version"]))
+    return MaterializeResult(asset_key=step.asset_key, metadata=meta, data_version=DataVersion(out["data_version"]))
 
 
 def write_rows(
@@ -145,13 +149,13 @@ def write_rows(
     """The write of an asset that is not per session (the crystal group: rows scoped by dataset):
     same provenance rules as `write_result` (upstream from `begin`, started_at, no-op when unchanged)."""
     lk = step.lake
-    prov = Provenance(asset_key=context.asset_key.to_user_string(), partition_key=step.partition_key,
+    prov = Provenance(asset_key=step.asset_key, partition_key=step.partition_key,
                       code_version=code_version, parameters=dict(parameters), upstream=step.upstream,
                       run_id=context.run_id, device=device, weights=weights, started_at=step.started_at)
     current = lk.current(prov.asset_key, step.partition_key)
     if current and current["data_version"] == prov.data_version and \
             sorted(current["upstream_ids"] or []) == sorted(u["materialization_id"] for u in step.upstream):
-        return MaterializeResult(metadata={"unchanged": MetadataValue.bool(True),
+        return MaterializeResult(asset_key=step.asset_key, metadata={"unchanged": MetadataValue.bool(True),
                                            "materialization_id": MetadataValue.text(current["materialization_id"])},
                                  data_version=DataVersion(prov.data_version))
     out = lk.replace_partition(prov, tables, scope)
@@ -159,7 +163,7 @@ def write_rows(
     meta["materialization_id"] = MetadataValue.text(out["materialization_id"])
     meta["parameters"] = MetadataValue.json(json_safe(parameters))
     meta.update(metadata or {})
-    return MaterializeResult(metadata=meta, data_version=DataVersion(out["data_version"]))
+    return MaterializeResult(asset_key=step.asset_key, metadata=meta, data_version=DataVersion(out["data_version"]))
 
 
 def json_safe(value: Any) -> Any:

@@ -13,7 +13,7 @@ from assets.features import eds_features, haadf_embeddings
 from assets.encoders import ssl_encoder
 from assets.ingest import chips, raw_session
 from assets.partitions import session_partitions
-from assets.segmentation import SEGMENTATION_ASSETS, agreement
+from assets.segmentation import agreement, segmentation
 from resources.encoder import EncoderResource
 from resources.lake import LakeResource
 from resources.landing import LandingResource
@@ -22,7 +22,7 @@ from assets.scaleout import build_dask_job
 from assets.schedules import JOBS as SCHEDULED_JOBS, SCHEDULES
 from assets.sensors import landing_sensor
 
-SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, atom_columns, *SEGMENTATION_ASSETS, agreement,
+SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, atom_columns, segmentation, agreement,
                   region_descriptors, region_order]
 
 # One partition's chain runs in one process (sensor, schedules, UI launches of session_job): on the

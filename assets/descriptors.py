@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from assets.common import SessionPart, begin, png_md, table_md, write_result
 from assets.partitions import session_partitions
-from assets.segmentation import SEGMENTATION_ASSETS
+from assets.segmentation import SEGMENTATION_KEYS
 from mmlake import plots
 from mmlake.descriptors import describe_lake_session
 from resources.lake import LakeResource
@@ -20,7 +20,7 @@ CAMPAIGN_REPORTS_VERSION = module_code_version(__name__, "campaign_reports", ext
 
 @asset(
     partitions_def=session_partitions, group_name="descriptors", code_version=REGION_DESCRIPTORS_VERSION,
-    deps=SEGMENTATION_ASSETS, kinds={"exspy", "duckdb"}, owners=["team:microscopy"],
+    deps=list(SEGMENTATION_KEYS.values()), kinds={"exspy", "duckdb"}, owners=["team:microscopy"],
     description="Per session x method x modality x region: chip count, core chips and boundary share, area (nm^2), "
                 "exspy Cliff-Lorimer composition of the region's SUMMED spectrum, whole and core (chips not touching "
                 "another label), with Poisson counting error and a bootstrap interval over chips; fundamental "
@@ -33,7 +33,7 @@ def region_descriptors(context: AssetExecutionContext, lake: LakeResource):
     from mmlake.descriptors import pool_acquisitions
 
     lk = lake.lake()
-    step = begin(context, lk, ["chips", *[a.key.to_user_string() for a in SEGMENTATION_ASSETS]])
+    step = begin(context, lk, ["chips", *[k.to_user_string() for k in SEGMENTATION_KEYS.values()]])
     described = {sid: describe_lake_session(lk, sid) for sid in step.session_ids}
     pool_acquisitions(list(described.values()))  # a sample x dose's acquisitions, pooled (pair_* columns)
     parts = {sid: _part(sid, out) for sid, out in described.items()}

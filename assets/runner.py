@@ -23,7 +23,6 @@ from typing import Callable, Iterable, Iterator
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-from assets.instance import local_instance
 from assets.partitions import add_session_partitions, partition_label, partition_tags
 from mmlake.errors import MmlakeError
 from mmlake.lake import Lake
@@ -70,6 +69,8 @@ def dagster_instance() -> DagsterInstance:
     with open(home / ".mmlake-instance.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            from assets.instance import local_instance  # sqlalchemy: only for commands that run assets
+
             instance = local_instance(home)  # DagsterInstance.get()'s storage, faster event log
             instance.get_runs(limit=1)  # run storage
             instance.get_latest_materialization_event(_PROBE_KEY)  # event-log index

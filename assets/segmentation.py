@@ -1,17 +1,17 @@
-"""Group `segmentation`: one asset per method (built by one factory) and the agreement scores."""
+"""Group `segmentation`: one asset per method (computed by one multi-asset step) and the agreement scores."""
 
 import json
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, MetadataValue, asset, multi_asset
 from pydantic import Field
 
 from assets.common import SessionPart, begin, png_md, table_md, write_result
 from assets.features import eds_features, haadf_embeddings
 from assets.partitions import session_partitions
 from mmlake import plots
-from mmlake.errors import SessionError
+from mmlake.errors import LakeError, SessionError
 from mmlake.features import (available_haadf_encoders, eds_composition, fill_missing, haadf_features,
                              load_grid, session_row)
 from mmlake.encoders import auto_haadf_encoder
@@ -94,17 +94,24 @@ def support_indices(manifest: dict, n_cols: int) -> dict[str, list[int]]:
     return {cls: [r * n_cols + c for r, c in chips] for cls, chips in (manifest.get("support") or {}).items()}
 
 
-def segment_one(context, lk, sid: str, method: str, config: SegmentationConfig) -> SessionPart:
-    """One session's labels for one method (all modalities and ensembles)."""
+def segmentation_inputs(context, lk, sid: str, config: SegmentationConfig) -> dict:
+    """What every method reads for one session (read once, shared by the methods of one step)."""
     with lk.reading():  # one connection for the step's reads
         grid_row, grid = load_grid(lk, sid)
         sess = session_row(lk, sid)
         feats, chosen = load_modalities(lk, sid, config)
+    haadf = grid.untile(lk.get_array(grid_row["haadf_stack_sha"])) if grid_row["haadf_stack_sha"] else None
     for modality, why in chosen.items():
         if isinstance(why, dict) and "dropped" in why:
-            context.log.warning(f"{sid}: {method}: modality {modality} left out: {why['dropped']}")
+            context.log.warning(f"{sid}: modality {modality} left out: {why['dropped']}")
+    return {"grid": grid, "manifest": sess["manifest"], "feats": feats, "chosen": chosen, "haadf": haadf}
+
+
+def segment_one(context, sid: str, method: str, config: SegmentationConfig, inputs: dict) -> SessionPart:
+    """One session's labels for one method (all modalities and ensembles), from `segmentation_inputs`."""
+    grid, feats, chosen, haadf = inputs["grid"], inputs["feats"], inputs["chosen"], inputs["haadf"]
     # every method gets the support chips: few-shot's prototypes, Ward's k, Louvain/Ward weight choice
-    support = support_indices(sess["manifest"], grid.n_cols) or None
+    support = support_indices(inputs["manifest"], grid.n_cols) or None
     if method == "fewshot" and not support:
         context.log.warning(f"{sid}: few-shot skipped: session.yaml has no 'support' chips")
         return SessionPart({"segment_labels": pl.DataFrame(), "segment_runs": pl.DataFrame()},
@@ -128,7 +135,6 @@ def segment_one(context, lk, sid: str, method: str, config: SegmentationConfig) 
                      "n_labels": int(res.labels.max()) + 1, "features": json.dumps(chosen.get(res.modality, chosen)),
                      "class_names": res.class_names or None, "params": json.dumps(res.params, default=str)})
     runs_frame = pl.DataFrame(runs, schema_overrides={"class_names": pl.List(pl.Utf8)})
-    haadf = grid.untile(lk.get_array(grid_row["haadf_stack_sha"])) if grid_row["haadf_stack_sha"] else None
     png = plots.segmentation_overlay(haadf, {(method, r.modality): r.labels for r in results}, grid, f"{sid} {method}")
     meta = {"labels": table_md(runs_frame.select("modality", "n_labels")), "overlay": png_md(png, method)}
     if method == "fewshot":
@@ -155,35 +161,53 @@ def _label_next(results, grid, support) -> MetadataValue:
                                   for s in sug]), 8) if sug else MetadataValue.text("no chip to suggest")
 
 
-def build_segmentation_asset(method: str) -> AssetsDefinition:
-    @asset(
-        name=f"segmentation_{method}", partitions_def=session_partitions, group_name="segmentation",
-        code_version=SEGMENTATION_VERSION, deps=[haadf_embeddings, eds_features], kinds={"scikitlearn", "duckdb"},
-        owners=["team:microscopy"], description=DESCRIPTIONS[method] + " Labels per chip for modality haadf, "
-        "eds and the multi-modal ensemble (and ensemble_auto: fusion weight chosen without ground truth).",
-    )
-    def _segmentation(context: AssetExecutionContext, config: SegmentationConfig, lake: LakeResource):
-        lk = lake.lake()
-        step = begin(context, lk, ["haadf_embeddings", "eds_features"])
-        parts = {sid: segment_one(context, lk, sid, method, config) for sid in step.session_ids}
-        return write_result(context, step, code_version=SEGMENTATION_VERSION, parts=parts,
-                            table_scopes={t: {"method": method} for t in ("segment_labels", "segment_runs")})
-
-    return _segmentation
+SEGMENTATION_KEYS = {m: AssetKey(f"segmentation_{m}") for m in METHODS}
 
 
-SEGMENTATION_ASSETS = [build_segmentation_asset(m) for m in METHODS]
+@multi_asset(
+    name="segmentation", partitions_def=session_partitions, can_subset=True,
+    specs=[AssetSpec(key, group_name="segmentation", code_version=SEGMENTATION_VERSION,
+                     deps=[haadf_embeddings, eds_features], kinds={"scikitlearn", "duckdb"},
+                     owners=["team:microscopy"],
+                     description=DESCRIPTIONS[m] + " Labels per chip for modality haadf, eds and the "
+                     "multi-modal ensemble (and ensemble_auto: fusion weight chosen without ground truth).")
+           for m, key in SEGMENTATION_KEYS.items()],
+)
+def segmentation(context: AssetExecutionContext, config: SegmentationConfig, lake: LakeResource):
+    """The three methods of a partition in one step (each still its own asset, provenance row and
+    write transaction; select one to run it alone). Why one step: the methods read the same features,
+    and Dagster's bookkeeping costs ~0.1 s a step, more than segmenting a small session. A method that
+    fails does not stop the others; the step fails after the rest are written."""
+    lk = lake.lake()
+    methods = [m for m, key in SEGMENTATION_KEYS.items() if key in context.selected_asset_keys]
+    with lk.reading():  # every method's upstream ids and current row, captured before any input is read
+        steps = {m: begin(context, lk, ["haadf_embeddings", "eds_features"], asset_key=SEGMENTATION_KEYS[m].to_user_string())
+                 for m in methods}
+    sids = steps[methods[0]].session_ids if methods else []
+    inputs = {sid: segmentation_inputs(context, lk, sid, config) for sid in sids}  # a SessionError here: no method can run
+    failures = []
+    for m in methods:
+        try:
+            parts = {sid: segment_one(context, sid, m, config, inputs[sid]) for sid in sids}
+            yield write_result(context, steps[m], code_version=SEGMENTATION_VERSION, parts=parts,
+                               table_scopes={t: {"method": m} for t in ("segment_labels", "segment_runs")})
+        except (SessionError, LakeError) as exc:
+            context.log.error(f"{steps[m].label}: segmentation_{m} failed: {exc}")
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
 
 
 @asset(
     partitions_def=session_partitions, group_name="segmentation", code_version=AGREEMENT_VERSION,
-    deps=SEGMENTATION_ASSETS, kinds={"scikitlearn", "duckdb"}, owners=["team:microscopy"],
+    deps=list(SEGMENTATION_KEYS.values()), kinds={"scikitlearn", "duckdb"}, owners=["team:microscopy"],
     description="Adjusted mutual information between modality pairs per method (the preprint's Table I) and, "
                 "where the session has ground truth, AMI and ARI of every labelling against it.",
 )
 def agreement(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, [a.key.to_user_string() for a in SEGMENTATION_ASSETS])
+    step = begin(context, lk, [k.to_user_string() for k in SEGMENTATION_KEYS.values()])
     parts = {sid: _agreement_one(lk, sid) for sid in step.session_ids}
     return write_result(context, step, code_version=AGREEMENT_VERSION, parts=parts)
 
