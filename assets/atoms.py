@@ -30,18 +30,17 @@ ATOM_COLUMNS_VERSION = module_code_version(__name__, "atom_columns")
 )
 def atom_columns(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, ["chips"])
-    parts = {sid: _columns_session(context, lk, sid) for sid in step.session_ids}
+    step = begin(context, lk, ["chips"], read=load_grid)
+    parts = {sid: _columns_session(context, lk, sid, *step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=ATOM_COLUMNS_VERSION, parts=parts)
 
 
-def _columns_session(context: AssetExecutionContext, lk, sid: str) -> SessionPart:
+def _columns_session(context: AssetExecutionContext, lk, sid: str, row, grid) -> SessionPart:
     from mmlake.atoms import analyse_columns, chip_order
     from mmlake.atoms.order import effective_window_px
     from mmlake.atoms.plots import column_overlay, order_map
     from mmlake.chips import ChipGrid
 
-    row, grid = load_grid(lk, sid)
     if row["haadf_stack_sha"] is None:
         context.log.info(f"{sid}: no HAADF image; no atom columns")
         return SessionPart({"atom_columns": pl.DataFrame(), "chip_order": pl.DataFrame()},
@@ -96,8 +95,8 @@ REGION_ORDER_VERSION = module_code_version(__name__, "region_order")
 )
 def region_order(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, ["atom_columns", "region_descriptors"])
-    parts = {sid: _region_order_session(context, lk, sid) for sid in step.session_ids}
+    step = begin(context, lk, ["atom_columns", "region_descriptors"], read=_region_order_inputs)
+    parts = {sid: _region_order_session(context, sid, *step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=REGION_ORDER_VERSION, parts=parts)
 
 
@@ -105,16 +104,20 @@ def region_order(context: AssetExecutionContext, lake: LakeResource):
 REGION_ORDER_BOOT = {"n_boot": 400, "level": 0.95, "seed": 0}
 
 
-def _region_order_session(context: AssetExecutionContext, lk, sid: str) -> SessionPart:
+def _region_order_inputs(lk, sid: str) -> tuple[pl.DataFrame, ...]:
+    """chip_order, segment labels, ground truth and region roles of one session."""
+    order = lk.query("select * from chip_order where session_id = ? order by chip_index", [sid])
+    labels = lk.query("select method, modality, chip_index, label from segment_labels where session_id = ?", [sid])
+    truth = lk.query("select chip_index, truth_label as label from chips where session_id = ? "
+                     "and truth_label is not null", [sid])
+    roles = lk.query("select method, modality, region, role from regions where session_id = ?", [sid])
+    return order, labels, truth, roles
+
+
+def _region_order_session(context: AssetExecutionContext, sid: str, order, labels, truth, roles) -> SessionPart:
     from mmlake.atoms import segmentation_order
     from mmlake.descriptors.lake import labels_by_segmentation
 
-    with lk.reading():  # one connection for the step's reads
-        order = lk.query("select * from chip_order where session_id = ? order by chip_index", [sid])
-        labels = lk.query("select method, modality, chip_index, label from segment_labels where session_id = ?", [sid])
-        truth = lk.query("select chip_index, truth_label as label from chips where session_id = ? "
-                         "and truth_label is not null", [sid])
-        roles = lk.query("select method, modality, region, role from regions where session_id = ?", [sid])
     if order.is_empty():
         context.log.info(f"{sid}: no chip order (no HAADF image); no region order")
         return SessionPart({"region_order": pl.DataFrame(), "order_contrast": pl.DataFrame()},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import polars as pl
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue
@@ -39,6 +39,7 @@ class Step:
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     current: dict[str, Any] | None = None  # the asset's own current materialization when the step began
     asset_key: str = ""  # the asset this step writes (one of a multi-asset's keys, or the asset's own)
+    inputs: dict[str, Any] = field(default_factory=dict)  # session_id -> what `read` returned
 
 
 @dataclass
@@ -65,9 +66,14 @@ def partition_sessions(lake: Lake, partition_key: str) -> list[str]:
 
 
 def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[str],
-          asset_key: str | None = None) -> Step:
+          asset_key: str | None = None, read: Callable[[Lake, str], Any] | None = None) -> Step:
     """Start a partition step: time, upstream ids (captured before any input is read), sessions.
-    `asset_key`: which of a multi-asset's assets the step writes (default: the asset's own key)."""
+
+    `asset_key`: which of a multi-asset's assets the step writes (default: the asset's own key).
+    `read(lake, session_id)`: the step's small reads (rows, small arrays; not a raw data cube), made
+    on the same connection right after the upstream ids are captured, so the inputs are the ones
+    those ids name (one DuckDB snapshot) and the step opens the lake once for all of them; the
+    results are `step.inputs[session_id]`."""
     started = dt.datetime.now(dt.timezone.utc)
     pkey = str(context.partition_key) if context.has_partition_key else None
     key = asset_key or context.asset_key.to_user_string()
@@ -75,9 +81,10 @@ def begin(context: AssetExecutionContext, lake: Lake, upstream_assets: Sequence[
         ups = upstream(lake, upstream_assets, pkey)
         sids = partition_sessions(lake, pkey) if pkey is not None else []
         current = lake.current(key, pkey)
+        inputs = {sid: read(lake, sid) for sid in sids} if read is not None else {}
     if pkey is not None and upstream_assets and not sids:
         raise LakeError(f"partition {partition_label(pkey)} holds no stored session; materialize raw_session first")
-    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started, current, key)
+    return Step(lake, pkey, partition_label(pkey) if pkey else "-", ups, sids, started, current, key, inputs)
 
 
 def write_result(

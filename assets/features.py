@@ -36,8 +36,8 @@ def _status_row(sid, feature_set, modality, status, reason=None, **extra) -> dic
 )
 def haadf_embeddings(context: AssetExecutionContext, lake: LakeResource, encoder: EncoderResource):
     lk = lake.lake()
-    step = begin(context, lk, ["chips"])
-    parts = {sid: _embed_session(context, lk, encoder, sid) for sid in step.session_ids}
+    step = begin(context, lk, ["chips"], read=load_grid)
+    parts = {sid: _embed_session(context, lk, encoder, sid, *step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=HAADF_EMBEDDINGS_VERSION, parts=parts,
                         table_scopes={"feature_sets": {"modality": "haadf"}})
 
@@ -57,8 +57,7 @@ def _build(encoder: EncoderResource, lk, sid: str, name: str):
     return encoder.build(name)
 
 
-def _embed_session(context, lk, encoder: EncoderResource, sid: str) -> SessionPart:
-    grid_row, grid = load_grid(lk, sid)
+def _embed_session(context, lk, encoder: EncoderResource, sid: str, grid_row, grid) -> SessionPart:
     device = encoder.resolved_device()
     status, vectors, meta, weights = [], [], {}, []
     if grid_row["haadf_stack_sha"] is None:
@@ -112,19 +111,21 @@ def _embed_session(context, lk, encoder: EncoderResource, sid: str) -> SessionPa
 )
 def eds_features(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, ["chips"])
-    parts = {sid: _quantify_session(context, lk, sid) for sid in step.session_ids}
+    step = begin(context, lk, ["chips"], read=_quantify_inputs)
+    parts = {sid: _quantify_session(context, lk, sid, *step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=EDS_FEATURES_VERSION, parts=parts,
                         table_scopes={"feature_sets": {"modality": "eds"}})
 
 
-def _quantify_session(context, lk, sid: str) -> SessionPart:
-    from mmlake.eds import quantify_chips
+def _quantify_inputs(lk, sid: str):
     from mmlake.features import session_row
 
-    with lk.reading():
-        grid_row, grid = load_grid(lk, sid)
-        sess = session_row(lk, sid)
+    return (*load_grid(lk, sid), session_row(lk, sid))
+
+
+def _quantify_session(context, lk, sid: str, grid_row, grid, sess) -> SessionPart:
+    from mmlake.eds import quantify_chips
+
     meta, tables = {}, {}
     if grid_row["eds_sums_sha"] is None:
         status = [_status_row(sid, "eds_cl", "eds", "absent", "session has no EDS spectrum image")]

@@ -72,15 +72,17 @@ def _ingest_part(context, lk, reg: dict) -> SessionPart:
 )
 def raw_session(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, [])
-    regs = partition_registrations(lk, step.partition_key)
+    with lk.reading():  # one connection: the step's bookkeeping, the registrations, the stored rows
+        step = begin(context, lk, [])
+        regs = partition_registrations(lk, step.partition_key)
+        stored = {reg["session_id"]: _stored_part(lk, reg["session_id"], reg["content_sha"]) for reg in regs}
     if not regs:
         context.log.info(f"{step.label}: no session here (this sample x dose pair was never acquired); skipped")
         return
     parts = {}
     for reg in regs:
         sid = reg["session_id"]
-        part = _stored_part(lk, sid, reg["content_sha"])
+        part = stored[sid]
         if part is None:
             try:
                 part = _ingest_part(context, lk, reg)
@@ -107,13 +109,12 @@ def raw_session(context: AssetExecutionContext, lake: LakeResource):
 )
 def chips(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, ["raw_session"])
-    parts = {sid: _chip_part(context, lk, sid) for sid in step.session_ids}
+    step = begin(context, lk, ["raw_session"], read=open_stored_session)  # lazy: headers and the HAADF image
+    parts = {sid: _chip_part(context, lk, sid, step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=CHIPS_VERSION, parts=parts)
 
 
-def _chip_part(context, lk, sid: str) -> SessionPart:
-    session = open_stored_session(lk, sid)
+def _chip_part(context, lk, sid: str, session) -> SessionPart:
     chip_px, chip_source, derivation = session.manifest.chip_px, "manifest", {}
     if chip_px is None:
         from mmlake.lattice import suggest_chip_px

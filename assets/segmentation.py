@@ -183,8 +183,9 @@ def segmentation(context: AssetExecutionContext, config: SegmentationConfig, lak
     with lk.reading():  # every method's upstream ids and current row, captured before any input is read
         steps = {m: begin(context, lk, ["haadf_embeddings", "eds_features"], asset_key=SEGMENTATION_KEYS[m].to_user_string())
                  for m in methods}
-    sids = steps[methods[0]].session_ids if methods else []
-    inputs = {sid: segmentation_inputs(context, lk, sid, config) for sid in sids}  # a SessionError here: no method can run
+        sids = steps[methods[0]].session_ids if methods else []
+        # read once, on the same connection (a SessionError here: no method can run)
+        inputs = {sid: segmentation_inputs(context, lk, sid, config) for sid in sids}
     failures = []
     for m in methods:
         try:
@@ -207,16 +208,19 @@ def segmentation(context: AssetExecutionContext, config: SegmentationConfig, lak
 )
 def agreement(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    step = begin(context, lk, [k.to_user_string() for k in SEGMENTATION_KEYS.values()])
-    parts = {sid: _agreement_one(lk, sid) for sid in step.session_ids}
+    step = begin(context, lk, [k.to_user_string() for k in SEGMENTATION_KEYS.values()], read=_agreement_inputs)
+    parts = {sid: _agreement_one(sid, *step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=AGREEMENT_VERSION, parts=parts)
 
 
-def _agreement_one(lk, sid: str) -> SessionPart:
-    with lk.reading():
-        frame = lk.query("select method, modality, label from segment_labels where session_id = ? "
-                         "order by method, modality, chip_index", [sid])
-        truth = lk.query("select truth_label from chips where session_id = ? order by chip_index", [sid])["truth_label"]
+def _agreement_inputs(lk, sid: str) -> tuple[pl.DataFrame, pl.Series]:
+    frame = lk.query("select method, modality, label from segment_labels where session_id = ? "
+                     "order by method, modality, chip_index", [sid])
+    truth = lk.query("select truth_label from chips where session_id = ? order by chip_index", [sid])["truth_label"]
+    return frame, truth
+
+
+def _agreement_one(sid: str, frame: pl.DataFrame, truth: pl.Series) -> SessionPart:
     has_truth = truth.null_count() == 0 and len(truth) > 0
     rows = []
     for (method,), part in frame.group_by(["method"], maintain_order=True):

@@ -200,12 +200,13 @@ def eds_resolution_ev(eds) -> float:
 
 def open_stored_session(lake: Lake, session_id: str) -> Session:
     """Reopen a session from the lake: manifest from `sessions`, files from the object folder."""
-    rows = lake.query("select manifest from sessions where session_id = ?", [session_id]).to_dicts()
+    with lake.reading():
+        rows = lake.query("select manifest from sessions where session_id = ?", [session_id]).to_dicts()
+        files = lake.query("select role, file_name, sha256 from session_files where session_id = ? order by role",
+                           [session_id])
     if not rows:
         raise SessionError(session_id, "raw_session has not been materialized for this session")
     manifest = parse_manifest(json.loads(rows[0]["manifest"]), Path(session_id), check_files=False)
-    files = lake.query("select role, file_name, sha256 from session_files where session_id = ? order by role",
-                       [session_id])
     by_name = dict(zip(files["file_name"], files["sha256"]))
     companions: dict[str, list[str]] = {}
     for role, name in zip(files["role"], files["file_name"]):
