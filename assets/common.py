@@ -2,9 +2,9 @@
 
 A partition (sample x dose) holds one or more sessions (acquisitions). An asset:
 
-1. `begin(context, lake, upstream)`: notes when the computation started, captures the upstream
-   materializations it is about to read (checked again when writing), and lists the partition's
-   sessions;
+1. `begin(context, lake, upstream, read=...)`: notes when the computation started, captures the
+   upstream materializations it is about to read (checked again when writing), lists the
+   partition's sessions and, with `read`, reads each session's inputs on the same connection;
 2. computes one `SessionPart` per session (its own rows under its own session_id);
 3. `write_result(...)`: writes all parts in one transaction with provenance, replacing exactly what the
    asset's previous materialization of the partition wrote (old rows go to the history schema).

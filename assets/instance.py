@@ -101,8 +101,7 @@ def local_instance(home: str | os.PathLike) -> DagsterInstance:
             storage_data=None,
             run_storage_data=defaults["run_storage"],
             schedule_storage_data=defaults["schedule_storage"],
-            event_storage_data=ConfigurableClassData(
-                __name__, FastSqliteEventLogStorage.__name__,
-                yaml.safe_dump({"base_dir": yaml.safe_load(defaults["event_log_storage"].config_yaml)["base_dir"]})),
+            event_storage_data=ConfigurableClassData(  # Dagster's default event-log config, our class
+                __name__, FastSqliteEventLogStorage.__name__, defaults["event_log_storage"].config_yaml),
         )
     return DagsterInstance.from_ref(ref)

@@ -303,10 +303,11 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
             context.log.warning(f"rejected {name} -> {dest}: {exc}")
             continue
         staged, sha, created = stage(folder, manifest, staged_root)
-        if fingerprint(folder)[0] != fp:  # changed while it was copied: the copy may be a mix
+        fp_after, _ = fingerprint(folder)
+        if fp_after != fp:  # changed while it was copied: the copy may be a mix
             if created:
                 shutil.rmtree(staged, ignore_errors=True)
-            new_pending[name] = {"fp": fingerprint(folder)[0], "since": now}
+            new_pending[name] = {"fp": fp_after, "since": now}
             notes.append(f"{name}: changed while it was staged; waiting for it to stay unchanged")
             continue
         try:
