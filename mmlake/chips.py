@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mmlake.errors import SessionError
+from mmlake.lazyread import materialize
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def pixel_totals(cube: Any, session_id: str = "?", workers: int | None = None) -
         for y0 in range(0, h, step):
             band = cube[y0:y0 + step]
             try:
-                band = np.asarray(band.compute() if hasattr(band, "compute") else band)
+                band = materialize(band)
             except Exception as exc:
                 raise SessionError(session_id, f"cannot read EDS rows {y0}-{y0 + step}: {type(exc).__name__}: "
                                                f"{exc}. The spectrum image may be truncated or corrupt") from exc
@@ -317,7 +318,7 @@ def _reduce_bands(cube: Any, acc: _Accumulator, session_id: str, progress) -> No
         y0 = g.origin_y + r * p
         band = cube[y0:y0 + p, g.origin_x:g.origin_x + g.n_cols * p]
         try:
-            band = band.compute() if hasattr(band, "compute") else np.asarray(band)
+            band = materialize(band)
         except Exception as exc:
             raise SessionError(session_id, f"cannot read EDS rows {y0}-{y0 + p}: {type(exc).__name__}: {exc}. "
                                            "The spectrum image may be truncated or corrupt") from exc

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mmlake.errors import LakeError
+from mmlake.lazyread import materialize
 
 FORMATS = ("hspy", "zspy", "nxs")
 
@@ -399,7 +400,7 @@ def export_nxs(lake, session_id: str, path: str | Path, band_bytes: int = 64 << 
             band = max(1, int(band_bytes // max(1, W * en.n_channels * np.dtype(dtype).itemsize)))
             for r0 in range(0, H, band):
                 block = data[r0:r0 + band]
-                block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+                block = materialize(block)
                 cube[r0:r0 + block.shape[0]] = block.astype(dtype, copy=False)
                 summary += block.sum(axis=(0, 1), dtype=np.float64)
                 for name, _, c0, c1 in lines:

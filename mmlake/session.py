@@ -140,8 +140,9 @@ def open_manifest(manifest: Manifest, resolve: Callable[[str], Path],
     haadf = pixel = None
     if haadf_sig is not None:
         try:
-            data = haadf_sig.data.compute() if hasattr(haadf_sig.data, "compute") else haadf_sig.data
-            data = np.asarray(data)
+            from mmlake.lazyread import materialize
+
+            data = materialize(haadf_sig.data)
             if is_rgb(data.dtype):
                 haadf = rgb_to_intensity(data)
                 notes.append(f"HAADF image is RGB ({', '.join(data.dtype.names)}); converted to intensity "
@@ -206,9 +207,9 @@ def eds_count_map(session: Session) -> np.ndarray:
             total = data.sum(axis=-1, dtype=np.float64)
             low = data.min() if floating else None
             if hasattr(total, "compute"):
-                import dask
+                from mmlake.lazyread import materialize_all
 
-                total, low = dask.compute(total, low)
+                total, low = materialize_all(total, low)
             count_map = np.asarray(total, dtype=np.float64)
     except SessionError:
         raise

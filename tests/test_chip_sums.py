@@ -118,3 +118,30 @@ def test_nan_counts_and_corrupt_chunks_name_the_rows(tmp_path):
 def test_zero_counts_are_refused():
     with pytest.raises(SessionError, match="zero counts everywhere"):
         sum_eds_chips(np.zeros((8, 8, 4), dtype=np.uint16), ChipGrid.fit((8, 8), 4), "s@0")
+
+
+def test_lazy_reads_run_on_this_process_threads_whatever_dasks_default_scheduler(tmp_path):
+    """Inside a Dask worker the default scheduler is the cluster's: two runs reading identical files
+    shared one task there and one run's read was cancelled (tests/test_engine.py, under load). The
+    session reads (HAADF image, EDS bands, pixel totals) must compute in this process."""
+    import dask
+    import dask.array as da
+
+    from mmlake.lazyread import materialize, materialize_all
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a session read was sent to dask's default scheduler")
+
+    with dask.config.set(scheduler=refuse):
+        with pytest.raises(AssertionError):  # the guard works: the default scheduler is refused
+            da.ones((4, 4), chunks=2).sum().compute()
+        assert materialize(da.ones((4, 4), chunks=2)).sum() == 16
+        assert isinstance(materialize(np.arange(3)), np.ndarray)
+        total, low = materialize_all(da.ones(6, chunks=2).sum(), da.arange(6, chunks=2).min())
+        assert (float(total), int(low)) == (6.0, 0)
+        # a real session: opening it reads the HAADF image from its lazy signal
+        from mmlake.session import open_session
+        from tests.sessions import make_tiny_session
+
+        session = open_session(make_tiny_session(tmp_path / "s", haadf_shape=(24, 32), eds_shape=(24, 32)))
+        assert session.haadf.shape == (24, 32)
