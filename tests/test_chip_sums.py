@@ -2,7 +2,10 @@
 threads, summed per byte plane) gives exactly the numbers of a dense numpy reshape-sum, whatever the
 chunk layout, filters, dtype, byte order, decoder and thread count; bad data fail with a SessionError."""
 
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -145,3 +148,14 @@ def test_lazy_reads_run_on_this_process_threads_whatever_dasks_default_scheduler
 
         session = open_session(make_tiny_session(tmp_path / "s", haadf_shape=(24, 32), eds_shape=(24, 32)))
         assert session.haadf.shape == (24, 32)
+
+
+def test_lazy_reads_do_not_import_distributed():
+    """Naming the scheduler ("threads") makes dask import `distributed` to look for a client: ~0.1 s
+    of every ingest's start-up for a package the in-process run never uses."""
+    code = ("import sys, dask.array as da; from mmlake.lazyread import materialize, materialize_all; "
+            "materialize(da.ones(4, chunks=2)); materialize_all(da.ones(4, chunks=2).sum()); "
+            "print('distributed' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False", out.stderr
