@@ -492,17 +492,18 @@ def _check_upstream_current(con: duckdb.DuckDBPyConnection, prov: Provenance) ->
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, tables: list[str]) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """(schema, table) -> [(column, type)] of the main and history tables named, in one catalog query
-    (each catalog query reads the whole catalog: 2-9 ms)."""
+    """(schema, table) -> [(column, type)] of the main and history tables named (a history table
+    not created yet is absent). From each table's result description, not `duckdb_columns()`:
+    that reads every column of the whole catalog, ~8 ms on a fresh connection, against ~0.2 ms a
+    table here."""
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    if not tables:
-        return out
-    for schema, table, name, dtype in con.execute(
-            "select schema_name, table_name, column_name, data_type from duckdb_columns() "
-            f"where database_name = current_database() and schema_name in ('main', '{HISTORY_SCHEMA}') "
-            f"and table_name in ({','.join('?' * len(tables))}) order by schema_name, table_name, column_index",
-            list(tables)).fetchall():
-        out.setdefault((schema, table), []).append((name, dtype))
+    for table in tables:
+        for schema in ("main", HISTORY_SCHEMA):
+            try:
+                cur = con.execute(f"select * from {schema}.{table} limit 0")
+            except duckdb.CatalogException:
+                continue
+            out[(schema, table)] = [(d[0], str(d[1])) for d in cur.description]
     return out
 
 

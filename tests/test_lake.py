@@ -156,6 +156,27 @@ def test_reads_in_a_reading_block_share_one_connection_and_see_writes(tmp_path, 
         assert copy.query("select count(*) as n from chips")["n"][0] == 8
 
 
+def test_replaced_rows_go_to_history_which_is_created_and_widened_as_the_table_grows(tmp_path):
+    """history.<table> is made by the first replace and gains the columns a later schema adds, with
+    their types (a column added to the lake after history existed is kept, not dropped)."""
+    lake = Lake(tmp_path / "lake").ensure()
+    lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(3)}, {"session_id": "s@0"})
+    lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(2)}, {"session_id": "s@0"})
+    assert lake.query("select count(*) as n from history.chips")["n"][0] == 3
+    with lake.connect() as con:  # a later schema adds a list column to chips
+        con.execute("alter table chips add column note_codes integer[]")
+    lake.replace_partition(Provenance("chips", "p", "v1"),
+                           {"chips": chips_frame(1).with_columns(pl.lit([4, 5]).alias("note_codes"))},
+                           {"session_id": "s@0"})
+    lake.replace_partition(Provenance("chips", "p", "v1"), {"chips": chips_frame(1)}, {"session_id": "s@0"})
+    hist = lake.query("select note_codes, replaced_by from history.chips order by replaced_at")
+    assert hist.height == 3 + 2 + 1 and hist["note_codes"].to_list()[-1] == [4, 5]
+    with lake.connect() as con:
+        kind = con.execute("select data_type from duckdb_columns() where schema_name = 'history' "
+                           "and table_name = 'chips' and column_name = 'note_codes'").fetchone()[0]
+    assert kind == "INTEGER[]"
+
+
 def test_replace_is_atomic_and_never_duplicates(tmp_path):
     lake = Lake(tmp_path / "lake").ensure()
     for n in (10, 7, 7):
