@@ -270,7 +270,10 @@ def progress_lines(line: str) -> None:
 
 
 def cmd_ingest(args) -> int:
-    from assets.runner import ingest
+    from assets.imports import collector_paused
+
+    with collector_paused():  # Dagster's import: assets/imports.py
+        from assets.runner import ingest
 
     check_session_paths(args.paths)
     encoder = encoder_from_args(args, Lake(args.lake))  # a bad option fails before anything is created
@@ -345,8 +348,11 @@ DEMO_QUERIES = [
 
 
 def cmd_demo(args) -> int:
-    from assets.runner import ingest, run_crystal, run_reports
-    from mmlake.synth import build_demo_campaign
+    from assets.imports import collector_paused
+
+    with collector_paused():  # Dagster's import: assets/imports.py
+        from assets.runner import ingest, run_crystal, run_reports
+        from mmlake.synth import build_demo_campaign
 
     encoder = encoder_from_args(args, Lake(args.lake))
     lake = writable_lake(args)

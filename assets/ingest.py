@@ -8,6 +8,7 @@ import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, asset
 
 from assets.common import SessionPart, begin, png_md, write_result
+from assets.imports import READERS, import_paused
 from assets.partitions import session_partitions
 from mmlake import plots
 from mmlake.chips import ChipGrid, check_support, majority_labels, sum_eds_chips
@@ -40,6 +41,7 @@ def _ingest_part(context, lk, reg: dict) -> SessionPart:
     from pathlib import Path
 
     folder = Path(folder)
+    import_paused(*READERS)
     session = open_session(folder)
     if session.session_id != sid:
         raise SessionError(sid, f"session folder {folder} now declares {session.session_id}; ingest it again")
@@ -109,6 +111,7 @@ def raw_session(context: AssetExecutionContext, lake: LakeResource):
 )
 def chips(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
+    import_paused(*READERS)
     step = begin(context, lk, ["raw_session"], read=open_stored_session)  # lazy: headers and the HAADF image
     parts = {sid: _chip_part(context, lk, sid, step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=CHIPS_VERSION, parts=parts)

@@ -128,8 +128,10 @@ def missing_files(folder: Path, present: set[str]) -> list[str] | None:
 
 def validate(folder: Path):
     """The manifest, after checking it and opening the files' headers (raises SessionError)."""
+    from assets.imports import READERS, import_paused
     from mmlake.session import open_session
 
+    import_paused(*READERS)
     manifest = load_manifest(folder)
     try:
         open_session(folder)
