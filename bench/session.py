@@ -18,6 +18,8 @@ its own), the bench runs:
    (asset code of those steps, exclusive of the rest), writes (DuckDB transactions, object
    files), lake reads (DuckDB queries), thumbnails (the PNG previews in the Dagster UI) and the
    CLI's own remainder. Times are exclusive: a DuckDB write inside the chips step counts as writes.
+   Time in Python's cyclic garbage collector is printed too (it falls inside the stages; heavy
+   imports pause it and freeze what they built: assets/imports.py).
 3. `python -X importtime -c "import assets.definitions"` summed per top-level package.
 
 Targets (issue 12): full-size <= 15 s wall on 2 cores, <= 1.5 GB peak RSS; 4-chip <= 6 s, of which
@@ -148,6 +150,18 @@ def child(folder: str) -> None:
     real_import, real_import_module = builtins.__import__, importlib.import_module
 
     by_step: dict[str, float] = {}
+    import gc
+
+    gc_time, gc_count, gc_t0 = [0.0, 0.0, 0.0], [0, 0, 0], [0.0]
+
+    def gc_clock(phase, info):  # time in the cyclic collector, per generation (inside the stages)
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_time[info["generation"]] += time.perf_counter() - gc_t0[0]
+            gc_count[info["generation"]] += 1
+
+    gc.callbacks.append(gc_clock)
 
     def importing(fn, *a):
         outer = not any(f[0] == "imports" for f in clock.stack)
@@ -259,7 +273,7 @@ def child(folder: str) -> None:
     clock.leave()
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"rc": rc, "stages": clock.totals, "steps": steps, "imports_by_step": by_step,
-                      "rss_by_step": rss_by_step,
+                      "rss_by_step": rss_by_step, "gc": [gc_count, gc_time],
                       "wall_in_process": time.perf_counter() - t_start, "peak_rss_mb": ru.ru_maxrss / 1024}),
           flush=True)
     exit_now(rc)  # as `mmlake` itself ends (assets.cli.main)
@@ -391,6 +405,9 @@ def main() -> None:
             f"{k} {v:.0f}" for k, v in sorted(out["rss_by_step"].items(), key=lambda kv: -kv[1])))
         print("  first-time imports by where they happen: " + ", ".join(
             f"{k} {v:.2f}" for k, v in sorted(out["imports_by_step"].items(), key=lambda kv: -kv[1])))
+        (n0, n1, n2), (t0_, t1_, t2_) = out["gc"]
+        print(f"  cyclic GC (inside the stages above): {t0_ + t1_ + t2_:.2f} s; {n2} full collections "
+              f"{t2_:.2f} s, {n1} gen-1 {t1_:.2f} s, {n0} gen-0 {t0_:.2f} s")
     print("\ntargets (machine shared: see the load average; absolute seconds inflated by other work):")
     if "full" in results:
         r = results["full"]
