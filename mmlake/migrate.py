@@ -13,6 +13,11 @@ of every `Lake` (and by `mmlake migrate`), inside one transaction: a crash leave
   (history included); ledger partition keys become 'dose|<campaign key>.<sample>'; sessions and
   session_sources gain sample_key, acquisition, partition_key and content_sha (computed from the
   stored manifest and file hashes). Row counts of every table are compared before and after.
+- 2 -> 3 (write cost independent of the ledger's size): `materializations` is rebuilt as schema.sql
+  declares it, without the PRIMARY KEY on materialization_id (ids are uuid4 hex, unique by
+  construction). DuckDB rewrote the key's whole index at the checkpoint of every write: 171 ms per
+  write with 200,000 ledger rows, 20 ms without it. Rows, column order and values are copied as
+  they are.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import duckdb
 
 from mmlake.errors import LakeError
 
-CURRENT = 2
+CURRENT = 3
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -92,6 +97,8 @@ def upgrade(con: duckdb.DuckDBPyConnection, db_path: str | Path | None = None, *
         done += _add_missing_columns(con, (SQL_DIR / "schema.sql").read_text())
         if version == 1:
             done += _v1_to_v2(con)
+        if version is not None and version < 3:
+            done += _v2_to_v3(con)
         after = _row_counts(con)
         lost = {t: (n, after.get(t, 0)) for t, n in before.items() if after.get(t, 0) < n}
         if lost:
@@ -135,6 +142,24 @@ def _add_missing_columns(con, schema_sql: str) -> list[str]:
             con.execute(f'alter table {table} add column "{column}" {dtype}')
             done.append(f"added {table}.{column} {dtype}")
     return done
+
+
+def _v2_to_v3(con) -> list[str]:
+    """Rebuild `materializations` without its primary key (see the module docstring)."""
+    from mmlake.lake import apply_schema
+
+    keyed = con.execute(
+        "select count(*) from duckdb_constraints() where database_name = current_database() and "
+        "schema_name = 'main' and table_name = 'materializations' and constraint_type = 'PRIMARY KEY'"
+    ).fetchone()[0]
+    if not keyed:  # a DuckLake catalog (no keys there) or a lake created without it
+        return []
+    n = con.execute("select count(*) from materializations").fetchone()[0]
+    con.execute("alter table materializations rename to _materializations_v2")
+    apply_schema(con)  # creates materializations as schema.sql declares it now
+    con.execute("insert into materializations by name select * from _materializations_v2")
+    con.execute("drop table _materializations_v2")
+    return [f"materializations: {n} rows rebuilt without the primary-key index"]
 
 
 def _v1_to_v2(con) -> list[str]:

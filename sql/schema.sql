@@ -9,8 +9,12 @@ CREATE TABLE IF NOT EXISTS schema_meta (
     updated_at         TIMESTAMPTZ
 );
 
+-- The provenance ledger. materialization_id is unique by construction (uuid4 hex, written only by
+-- Lake.replace_partition) and carries no PRIMARY KEY: DuckDB re-serializes a table's whole ART index
+-- at every checkpoint, so with one the close of every write grew with the ledger (171 ms a write
+-- at 200,000 rows, 20 ms without; schema 3 drops it, mmlake.migrate).
 CREATE TABLE IF NOT EXISTS materializations (
-    materialization_id VARCHAR PRIMARY KEY,
+    materialization_id VARCHAR NOT NULL,
     asset_key          VARCHAR NOT NULL,   -- e.g. 'chips', 'segmentation_louvain'
     partition_key      VARCHAR,            -- Dagster partition key ('0.1|demo.pristine': dose|sample key), NULL if unpartitioned
     session_id         VARCHAR,            -- the session when the partition holds exactly one, else NULL (see session_ids)

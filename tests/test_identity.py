@@ -282,11 +282,42 @@ def test_lake_from_the_previous_schema_upgrades_without_loss(tmp_path):
     s = lake.query("select sample_key, acquisition, partition_key, content_sha from sessions").to_dicts()[0]
     assert s["sample_key"] == "lfo-demo.pristine" and s["acquisition"] == "20240311T101500"
     assert s["partition_key"] == "0.1|lfo-demo.pristine" and len(s["content_sha"]) == 64
-    assert lake.query("select value from schema_meta where key = 'schema_version'")["value"][0] == "2"
+    assert lake.query("select value from schema_meta where key = 'schema_version'")["value"][0] == "3"
     lin = lake.query("select asset_key from lineage where root_id = 'm_chips' order by depth")
     assert lin["asset_key"].to_list() == ["chips", "raw_session"]  # lineage still walks
     Lake(home).ensure()  # idempotent
     assert lake.query("select count(*) as n from chips")["n"][0] == 3
+
+
+def test_schema_2_lake_loses_the_ledgers_primary_key_and_nothing_else(tmp_path):
+    """2 -> 3: materializations is rebuilt without its PRIMARY KEY (DuckDB rewrote the key's whole index
+    at every write's checkpoint); every row, value, column type and NOT NULL survives, and the lake
+    takes writes after it."""
+    home = tmp_path / "v2"
+    home.mkdir()
+    con = duckdb.connect(str(home / "mmlake.duckdb"))
+    con.execute((Path(__file__).parent / "data" / "schema_v2.sql").read_text())
+    con.execute("insert into schema_meta values ('schema_version', '2', now())")
+    con.execute("insert into materializations by name select 'm' || i as materialization_id, 'chips' as asset_key, "
+                "'0|c.s' as partition_key, 'cv' as code_version, 'dv' || i as data_version, ['u' || i] as upstream_ids, "
+                "i = 4 as is_current, ['c.s@0~a'] as session_ids, i as row_count from range(5) t(i)")
+    def ledger(c):
+        return (c.execute("select * from materializations order by materialization_id").fetchall(),
+                c.execute("select column_name, data_type, is_nullable from duckdb_columns() where "
+                          "table_name = 'materializations' order by column_index").fetchall(),
+                c.execute("select constraint_type from duckdb_constraints() where table_name = 'materializations' "
+                          "and constraint_type = 'PRIMARY KEY'").fetchall())
+    rows, columns, keys = ledger(con)
+    con.close()
+    assert keys == [("PRIMARY KEY",)] and len(rows) == 5
+    lake = Lake(home).ensure()
+    with lake.connect() as c:
+        after = ledger(c)
+        assert c.execute("select value from schema_meta where key = 'schema_version'").fetchone()[0] == "3"
+        assert c.execute("select count(*) from duckdb_tables() where table_name like '%materializations%'").fetchone()[0] == 1
+    assert after == (rows, columns, [])
+    lake.replace_partition(Provenance("chips", "0|c.s", "cv2"), {}, None)
+    assert lake.query("select count(*) as n from materializations")["n"][0] == 6
 
 
 RUNNER = """
