@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python bench/chips.py
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/landing.py
+	$(BIN)/python bench/lake_writes.py
 	$(BIN)/python bench/encoders.py
 	$(BIN)/python bench/segment.py
 	$(BIN)/python bench/similar.py
