@@ -4,7 +4,7 @@ Why: Dagster, HyperSpy, exspy, scikit-learn and their dependencies leave ~500,00
 in a process, and every full (generation-2) collection walks all of them. A 4-chip `mmlake ingest`
 spent 1.0 s of its 7.1 s in the collector: 8 full collections (0.83 s), nearly all of them while
 packages were being imported, each walking every object the earlier imports had made
-(/tmp probe: gc.callbacks timing, `python bench/session.py --sessions tiny`). Module objects,
+(`python bench/session.py --sessions tiny` prints the collector's time). Module objects,
 classes and functions live as long as the process, so collecting them is wasted work.
 
 `collector_paused()` turns the collector off for a block of imports and then `gc.freeze()`s every
@@ -14,7 +14,8 @@ usual. The cost: cycles that became garbage during the block are frozen too and 
 few MB an import leaves, once per process). A process that had the collector off keeps it off.
 
 Only blocks that import packages use it: the code location (assets/definitions.py), the CLI's
-start-up, and a step's first import of a reader (HyperSpy/exspy) or of torch. Freezing inside a
+start-up, and a step's first import of the readers (HyperSpy/exspy; torch is not covered yet: the
+encoders import it only once their weights are known to be there). Freezing inside a
 run would also freeze that run's live objects, so `import_paused` does nothing once its modules are
 imported.
 """
