@@ -43,10 +43,13 @@ def env(tmp_path, lake, instance, monkeypatch):
 
 def tick(env, cursor=None) -> SensorResult:
     """One sensor tick, applying its dynamic-partition requests as the daemon would."""
-    ctx = build_sensor_context(instance=env["instance"], cursor=cursor,
-                               resources={"lake": LakeResource(home=str(env["lake"].home)),
-                                          "landing": env["landing"]})
-    result = landing_sensor(ctx)
+    # as a context manager: a context left to the garbage collector closes its resources' scope
+    # whenever the collector runs, resetting Dagster's current-instance context variable to an
+    # instance of an earlier test ("Attempted to resolve undefined DagsterInstance weakref")
+    with build_sensor_context(instance=env["instance"], cursor=cursor,
+                              resources={"lake": LakeResource(home=str(env["lake"].home)),
+                                         "landing": env["landing"]}) as ctx:
+        result = landing_sensor(ctx)
     assert isinstance(result, SensorResult)
     for req in result.dynamic_partitions_requests:
         env["instance"].add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -289,9 +292,9 @@ def test_stale_schedule_requests_the_missing_session_assets(env):
     r = tick(env)
     r = tick(env, r.cursor)
     run_session(env, r.run_requests[0].partition_key)  # only raw_session + chips
-    ctx = build_schedule_context(instance=env["instance"], repository_def=defs.get_repository_def(),
-                                 resources={"lake": LakeResource(home=str(env["lake"].home))})
-    out = stale_refresh_schedule(ctx)
+    with build_schedule_context(instance=env["instance"], repository_def=defs.get_repository_def(),
+                                resources={"lake": LakeResource(home=str(env["lake"].home))}) as ctx:
+        out = stale_refresh_schedule(ctx)
     downstream = [k for a in SESSION_ASSETS for k in a.keys if k.to_user_string() not in ("raw_session", "chips")]
     if not downstream:
         pytest.skip("no session assets downstream of chips yet")
