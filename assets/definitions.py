@@ -7,9 +7,10 @@ import os
 from assets.imports import READERS, collector_paused
 
 with collector_paused():  # ~0.3 s of full collections while the code location imports (assets/imports.py)
-    from dagster import Definitions, define_asset_job, in_process_executor, multiprocess_executor
+    from dagster import Definitions, define_asset_job, multiprocess_executor
 
     from assets.atoms import atom_columns, region_order
+    from assets.executor import in_process_held_writes_executor
     from assets.crystal import CRYSTAL_ASSETS, CrystalDatasetResource
     from assets.descriptors import campaign_reports, region_descriptors
     from assets.features import eds_features, haadf_embeddings
@@ -36,7 +37,8 @@ SESSION_ASSETS = [raw_session, chips, haadf_embeddings, eds_features, atom_colum
 # own process; the `gpu` pool holds in-process steps too. Asset materializations from the UI keep the
 # code location's default executor below.
 session_job = define_asset_job(
-    "session_job", selection=SESSION_ASSETS, partitions_def=session_partitions, executor_def=in_process_executor,
+    "session_job", selection=SESSION_ASSETS, partitions_def=session_partitions,
+    executor_def=in_process_held_writes_executor,
     description="Everything for one STEM session partition, raw files to descriptors, in one process.",
 )
 session_job_dask = build_dask_job(SESSION_ASSETS)

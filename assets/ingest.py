@@ -111,10 +111,15 @@ def raw_session(context: AssetExecutionContext, lake: LakeResource):
 )
 def chips(context: AssetExecutionContext, lake: LakeResource):
     lk = lake.lake()
-    import_paused(*READERS)
-    step = begin(context, lk, ["raw_session"], read=open_stored_session)  # lazy: headers and the HAADF image
+    step = begin(context, lk, ["raw_session"], read=_open_stored)
     parts = {sid: _chip_part(context, lk, sid, step.inputs[sid]) for sid in step.session_ids}
     return write_result(context, step, code_version=CHIPS_VERSION, parts=parts)
+
+
+def _open_stored(lk, sid: str):
+    """The stored session, lazily (headers and the HAADF image), the readers imported first."""
+    import_paused(*READERS)
+    return open_stored_session(lk, sid)
 
 
 def _chip_part(context, lk, sid: str, session) -> SessionPart:

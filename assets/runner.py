@@ -236,9 +236,12 @@ def run_assets(assets, *, selection=None, instance: DagsterInstance | None = Non
     name = "__ASSET_JOB"
     defs = Definitions(jobs=[define_asset_job(name=name, selection=selection)], assets=assets,
                        resources=resources or {}, loggers={"console": console_logger(verbose)})
-    return defs.resolve_job_def(name).execute_in_process(
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        instance=instance, partition_key=partition_key, raise_on_error=False, tags=tags)
+    from mmlake import heldwrite
+
+    with heldwrite.holding():  # steps back to back in this process: one lake open saved per step
+        return defs.resolve_job_def(name).execute_in_process(
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            instance=instance, partition_key=partition_key, raise_on_error=False, tags=tags)
 
 
 def prune_partition_keys(lake: Lake, instance: DagsterInstance, sample_keys: Iterable[str],

@@ -176,8 +176,9 @@ SEGMENTATION_KEYS = {m: AssetKey(f"segmentation_{m}") for m in METHODS}
 def segmentation(context: AssetExecutionContext, config: SegmentationConfig, lake: LakeResource):
     """The three methods of a partition in one step (each still its own asset, provenance row and
     write transaction; select one to run it alone). Why one step: the methods read the same features,
-    and Dagster's bookkeeping costs ~0.1 s a step, more than segmenting a small session. A method that
-    fails does not stop the others; the step fails after the rest are written."""
+    and Dagster's bookkeeping costs ~0.1 s a step, more than segmenting a small session. All methods
+    compute first, then their writes follow each other on one connection. A method that fails does
+    not stop the others; the step fails after the rest are written."""
     lk = lake.lake()
     methods = [m for m, key in SEGMENTATION_KEYS.items() if key in context.selected_asset_keys]
     with lk.reading():  # every method's upstream ids and current row, captured before any input is read
@@ -186,10 +187,15 @@ def segmentation(context: AssetExecutionContext, config: SegmentationConfig, lak
         sids = steps[methods[0]].session_ids if methods else []
         # read once, on the same connection (a SessionError here: no method can run)
         inputs = {sid: segmentation_inputs(context, lk, sid, config) for sid in sids}
-    failures = []
-    for m in methods:
+    failures, results = [], {}
+    for m in methods:  # every method computed before the first write: the run holds the lake's write
+        try:           # connection from a commit to its next access (mmlake.heldwrite), never while computing
+            results[m] = {sid: segment_one(context, sid, m, config, inputs[sid]) for sid in sids}
+        except SessionError as exc:
+            context.log.error(f"{steps[m].label}: segmentation_{m} failed: {exc}")
+            failures.append(exc)
+    for m, parts in results.items():  # one write transaction each, back to back on one connection
         try:
-            parts = {sid: segment_one(context, sid, m, config, inputs[sid]) for sid in sids}
             yield write_result(context, steps[m], code_version=SEGMENTATION_VERSION, parts=parts,
                                table_scopes={t: {"method": m} for t in ("segment_labels", "segment_runs")})
         except (SessionError, LakeError) as exc:

@@ -43,12 +43,12 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from mmlake import heldwrite
 from mmlake.errors import LakeError
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 DEFAULT_HOME = ".mmlake"
 _LOCK_WORDS = ("lock", "conflicting", "being used by another process")
-SCHEMA_VERSION = 2  # 1 = lakes written before session identity (sample@dose ids); see mmlake/migrate.py
 HISTORY_SCHEMA = "history"
 
 
@@ -110,12 +110,14 @@ class Lake:
 
     def __init__(self, home: str | os.PathLike | None = None, *, lock_timeout_s: float = 600.0,
                  catalog: str | None = None, data_path: str | None = None, as_of: Any = None,
-                 allow_files: bool = False):
+                 allow_files: bool = False, own_sql: bool = False):
         """`catalog`: duckdb (default) | sqlite | sqlite:PATH | postgres:CONNINFO (mmlake.catalog; else
         $MMLAKE_CATALOG, else what the folder recorded). `as_of`: a timestamp: read-only connections
         see the lake as it was then (DuckLake snapshots only). Read-only connections refuse
         file-system access from SQL (mmlake.sqlguard.harden; DuckLake's own data folder stays
-        readable) unless `allow_files=True`; write connections are never hardened."""
+        readable) unless `allow_files=True`; write connections are never hardened. `own_sql=True`: only
+        mmlake's own queries run on this object (a Dagster step's), so its reads may use a write
+        connection this process holds after a commit (mmlake.heldwrite)."""
         from mmlake import catalog as _catalog
 
         self.home = lake_home(home)
@@ -131,6 +133,7 @@ class Lake:
                             "replaced rows in history.<table> instead: select * from history.chips "
                             "where replaced_at > TIMESTAMP")
         self.allow_files = allow_files
+        self.own_sql = own_sql
         self._schema_applied = False
         self._version_checked = False
         self._local = threading.local()  # the shared read-only connection of `reading()`, per thread
@@ -218,14 +221,42 @@ class Lake:
         if read_only and not self.db_path.exists():
             with self.connect():
                 pass
+        key = str(self.db_path)
+        held = heldwrite.take(key)  # this process's write connection, kept after its last commit
+        if held is not None and read_only and not self.own_sql:
+            held.close()  # user SQL never runs on a write connection: release it, open as usual
+            held = None
+        con = held if held is not None else self._connect_file(read_only)
+        try:
+            if not read_only and not self._schema_applied:  # on this connection: an open costs ~30 ms
+                from mmlake.migrate import upgrade
+
+                upgrade(con, self.db_path)
+                self._schema_applied = True
+            if read_only and not self.allow_files and held is None:
+                from mmlake.sqlguard import harden
+
+                harden(con)
+            if read_only and not self._version_checked:
+                self._check_version(con)
+            yield con
+        except BaseException:
+            con.close()
+            raise
+        # a write connection is kept for this process's next access inside a run (mmlake.heldwrite);
+        # reads end by closing it, so no computation ever runs while this process holds the file
+        if read_only or not heldwrite.offer(key, _no_open_transaction(con)):
+            con.close()
+
+    def _connect_file(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """duckdb.connect, retrying with jittered backoff while another process holds the file."""
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.02
         from mmlake.catalog import STATS
 
         while True:
             try:
-                con = duckdb.connect(str(self.db_path), read_only=read_only)
-                break
+                return duckdb.connect(str(self.db_path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not any(w in str(exc).lower() for w in _LOCK_WORDS) or time.monotonic() > deadline:
                     raise LakeError(
@@ -235,21 +266,6 @@ class Lake:
                 STATS.lock_retries += 1
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.6, 1.0)
-        try:
-            if not read_only and not self._schema_applied:  # on this connection: an open costs ~30 ms
-                from mmlake.migrate import upgrade
-
-                upgrade(con, self.db_path)
-                self._schema_applied = True
-            if read_only and not self.allow_files:
-                from mmlake.sqlguard import harden
-
-                harden(con)
-            if read_only and not self._version_checked:
-                self._check_version(con)
-            yield con
-        finally:
-            con.close()
 
     @contextmanager
     def _connect_ducklake(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -471,6 +487,15 @@ class Lake:
                 con.execute("rollback")
                 raise
         return {"materialization_id": mid, "data_version": prov.data_version, "rows": {t: len(f) for t, f in tables.items()}}
+
+
+def _no_open_transaction(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """`con` with no transaction left open (one a caller left open is rolled back, as a close would)."""
+    try:
+        con.execute("rollback")
+    except duckdb.TransactionException:
+        pass
+    return con
 
 
 def _check_upstream_current(con: duckdb.DuckDBPyConnection, prov: Provenance) -> None:

@@ -20,4 +20,7 @@ class LakeResource(ConfigurableResource):
                            "else <lake>/data")
 
     def lake(self) -> Lake:
-        return Lake(self.home or None, catalog=self.catalog or None, data_path=self.data_path or None)
+        """A Lake for a step: only mmlake's own SQL runs on it (own_sql), so its reads may use the
+        write connection the run holds after a commit (mmlake.heldwrite)."""
+        return Lake(self.home or None, catalog=self.catalog or None, data_path=self.data_path or None,
+                    own_sql=True)

@@ -2,7 +2,7 @@
 -- Every data table carries materialization_id -> materializations, the provenance ledger.
 
 -- ============================================================ core (ingest)
--- The lake's schema version (mmlake.lake.SCHEMA_VERSION); mmlake.migrate upgrades older lakes.
+-- The lake's schema version (mmlake.migrate.CURRENT); mmlake.migrate upgrades older lakes.
 CREATE TABLE IF NOT EXISTS schema_meta (
     key                VARCHAR PRIMARY KEY,
     value              VARCHAR NOT NULL,
