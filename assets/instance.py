@@ -39,11 +39,14 @@ _DEFAULT_STORAGE = ("dagster._core.storage.sqlite_storage", "DagsterSqliteStorag
 
 
 class FastSqliteEventLogStorage(SqliteEventLogStorage):
-    """SqliteEventLogStorage with kept engines and a short-lived cache of existing partition keys."""
+    """SqliteEventLogStorage with kept engines, a short-lived cache of existing partition keys and
+    a cache of completed secondary-index migrations (asked ~18 times a run, 1.7 ms each; a
+    migration once completed is never undone, `wipe` aside, which clears the cache)."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: dict[str, Any] = {}
         self._known_keys: dict[tuple[str, str], float] = {}
+        self._indexes_done: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -76,6 +79,19 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
         else:
             self._known_keys.pop(key, None)
         return found
+
+    def has_secondary_index(self, name: str) -> bool:
+        if name in self._indexes_done:
+            return True
+        done = super().has_secondary_index(name)
+        if done:
+            self._indexes_done.add(name)
+        return done
+
+    def wipe(self) -> None:
+        self._indexes_done.clear()
+        self._known_keys.clear()
+        super().wipe()
 
     def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
         self._known_keys.pop((partitions_def_name, partition_key), None)

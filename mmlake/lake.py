@@ -31,6 +31,7 @@ import io
 import json
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -315,14 +316,13 @@ class Lake:
 
     def ensure(self) -> "Lake":
         """Create the folder, the DuckDB file and apply the schema and views (idempotent)."""
-        with self.connect() as con:
-            if not self.catalog.is_ducklake:
-                apply_views(con)
-                return self
-            from mmlake.migrate import meta_value, set_meta
+        from mmlake.migrate import meta_value, set_meta
 
+        with self.connect() as con:
+            # re-creating the views is a catalog write (on the DuckDB file: a checkpoint at close,
+            # ~20 ms of every writing command): only when views.sql changed
             sha = hashlib.sha256((SQL_DIR / "views.sql").read_bytes()).hexdigest()
-            if meta_value(con, "views_sha") != sha:  # DuckLake: re-creating views is a catalog write
+            if meta_value(con, "views_sha") != sha or not _has_views(con):
                 con.execute("begin transaction")
                 apply_views(con)
                 set_meta(con, "views_sha", sha)
@@ -565,6 +565,14 @@ def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     sql = (SQL_DIR / "schema.sql").read_text()
     con.execute(ducklake_ddl(sql) if is_ducklake(con) else sql)
+
+
+def _has_views(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the lake has the views of sql/views.sql (a user may have dropped one)."""
+    names = set(re.findall(r"create\s+or\s+replace\s+view\s+(\w+)", (SQL_DIR / "views.sql").read_text(), re.I))
+    have = {r[0] for r in con.execute("select view_name from duckdb_views() where database_name = "
+                                      "current_database() and not internal").fetchall()}
+    return names <= have
 
 
 def apply_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -184,3 +184,15 @@ def test_replace_is_atomic_and_never_duplicates(tmp_path):
     assert lake.query("select count(*) as n from chips")["n"][0] == 7
     hist = lake.query("select count(*) filter (where is_current) as cur, count(*) as all_ from materializations")
     assert (hist["cur"][0], hist["all_"][0]) == (1, 3)  # history kept for lineage, one current
+
+
+def test_ensure_recreates_the_views_only_when_missing_or_changed(tmp_path):
+    """Writing commands call ensure(); re-creating unchanged views was a catalog write (a checkpoint)
+    each time. A dropped view comes back; views.sql's hash is recorded."""
+    lake = Lake(tmp_path / "lake").ensure()
+    with lake.connect() as con:
+        sha = con.execute("select value from schema_meta where key = 'views_sha'").fetchone()[0]
+        con.execute("drop view lineage")
+    assert len(sha) == 64
+    lake = Lake(tmp_path / "lake").ensure()
+    assert lake.query("select count(*) as n from duckdb_views() where view_name = 'lineage'")["n"][0] == 1
