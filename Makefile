@@ -15,7 +15,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# Byte-compile the project's own modules (pip does it for site-packages): where
+# PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile them again at import.
 install: $(BIN)/.installed
+	@$(BIN)/python -m compileall -q mmlake assets resources >/dev/null
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
