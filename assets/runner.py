@@ -332,6 +332,13 @@ def ingest(
     A failed partition's sample / dose keys that no stored or registered session uses are removed
     from the instance's dynamic partitions.
     """
+    from mmlake import heldwrite
+
+    with heldwrite.holding():  # the registration's write connection serves the first step's reads
+        return _ingest(paths, lake, instance, progress, log_level, replace, strict, encoder, verbose)
+
+
+def _ingest(paths, lake, instance, progress, log_level, replace, strict, encoder, verbose) -> list[IngestOutcome]:
     from assets.definitions import SESSION_ASSETS, all_resources
     from assets.schedules import stale_plan
 

@@ -244,9 +244,10 @@ class Lake:
         except BaseException:
             con.close()
             raise
-        # a write connection is kept for this process's next access inside a run (mmlake.heldwrite);
-        # reads end by closing it, so no computation ever runs while this process holds the file
-        if read_only or not heldwrite.offer(key, _no_open_transaction(con)):
+        # inside a run a write connection is kept for this process's next access, for at most
+        # heldwrite.IDLE_S (a longer computation runs with the file free: mmlake.heldwrite)
+        is_write = not read_only or held is not None
+        if not is_write or not heldwrite.offer(key, _no_open_transaction(con), after_read=read_only):
             con.close()
 
     def _connect_file(self, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -1,9 +1,10 @@
-"""mmlake.heldwrite: inside a run, the write connection is kept from a commit to this process's next
-access, and never longer: a read of the lake's own SQL uses it and then lets the file go; user SQL
-never runs on it; a failed transaction is never kept; outside a run nothing is held."""
+"""mmlake.heldwrite: inside a run, the write connection is kept between this process's accesses and
+let go once idle for IDLE_S; user SQL never runs on it; a failed transaction is never kept; outside
+a run nothing is held."""
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -44,9 +45,18 @@ def opens(monkeypatch):
     return calls
 
 
-def test_a_run_keeps_its_write_connection_until_the_next_access_and_reads_let_go(tmp_path, opens):
+def wait_until_free(path: Path, within_s: float) -> float:
+    """Seconds until another process can open `path` (fails after `within_s`)."""
+    t0 = time.monotonic()
+    while not other_process_can_open(path):
+        assert time.monotonic() - t0 < within_s, f"still held after {within_s} s"
+    return time.monotonic() - t0
+
+
+def test_a_run_keeps_its_write_connection_across_accesses_and_lets_go_when_idle(tmp_path, opens, monkeypatch):
     step = Lake(tmp_path / "lake", own_sql=True).ensure()
     path = str(step.db_path)
+    monkeypatch.setattr(heldwrite, "IDLE_S", 60.0)  # the reaper must not act during the first part
     with heldwrite.holding(path):
         opens.clear()
         for i in range(3):  # consecutive writes: one open, one connection
@@ -54,15 +64,32 @@ def test_a_run_keeps_its_write_connection_until_the_next_access_and_reads_let_go
                                    {"session_id": f"s{i}@0"})
         assert opens == [False]
         assert not other_process_can_open(step.db_path)  # held: the next access is this process's
-        with step.reading():  # a step's reads: on the held connection, which they then let go
+        with step.reading():  # a step's reads: on the held connection, kept after them
             n = step.query("select count(*) as n from chips")["n"][0]
             assert step.current("asset2", "p")["is_current"]
         assert n == 6 and opens == [False]
-        assert other_process_can_open(step.db_path)  # nothing held while the step computes
+        assert not other_process_can_open(step.db_path)
+        monkeypatch.setattr(heldwrite, "IDLE_S", 0.3)
+        t0 = time.monotonic()
+        assert step.query("select count(*) as n from chips")["n"][0] == 6  # re-offered: idle from now
+        waited = time.monotonic() - t0 + wait_until_free(step.db_path, 20)
+        assert waited >= 0.3 and opens == [False]  # the reaper closed it once idle for IDLE_S
+        assert heldwrite.take(path) is None
         step.replace_partition(Provenance("asset0", "p", "v2"), {"chips": chips_frame(3, "s0@0")}, {"session_id": "s0@0"})
-        assert len(opens) == 2
+        assert opens == [False, False]  # the file had to be opened again
     assert other_process_can_open(step.db_path)  # the end of the run closes it
     assert Lake(tmp_path / "lake").query("select count(*) as n from chips")["n"][0] == 7
+
+
+def test_with_no_idle_time_reads_let_go_at_once(tmp_path, opens, monkeypatch):
+    step = Lake(tmp_path / "lake", own_sql=True).ensure()
+    path = str(step.db_path)
+    monkeypatch.setattr(heldwrite, "IDLE_S", 0.0)
+    with heldwrite.holding(path):
+        step.replace_partition(Provenance("a", "p", "v1"), {"chips": chips_frame(2)}, {"session_id": "s@0"})
+        assert not other_process_can_open(step.db_path)  # a write keeps it until the next access
+        assert step.query("select count(*) as n from chips")["n"][0] == 2
+        assert heldwrite.take(path) is None and other_process_can_open(step.db_path)
 
 
 def test_user_sql_never_runs_on_a_held_write_connection(tmp_path):
