@@ -5,8 +5,10 @@ Each tick (every `MMLAKE_SENSOR_INTERVAL_S` seconds, default 5, Dagster's floor)
 1. Fingerprint every candidate folder in the landing zone (relative path, size and mtime of every
    file in it). A folder is looked at only when its fingerprint is unchanged since the previous tick,
    so a folder still being copied (or an rsync temp file being renamed) is left alone. A folder seen
-   for the first time is fingerprinted again after a pause within the tick (`MMLAKE_SENSOR_SETTLE_S`,
-   default 2 s; 0 turns it off) and looked at in that tick when unchanged over it. What that fast look
+   for the first time is looked at in that tick once it has been unchanged for `MMLAKE_SENSOR_SETTLE_S`
+   (default 2 s; 0 turns it off): nothing under it changed for that long by the file system's clock
+   (`quiet_for`), or, for a folder that changed more recently, fingerprinted again after a pause
+   within the tick for the rest of that time and unchanged over it. What that fast look
    finds can only accept a folder, never reject it: a folder that fails validation on its first look
    (a copy that stalled for longer than the pause, then goes on) waits for the two-tick rule, and a
    folder that changes while it is being staged is not registered. Hidden names (`.foo`,
@@ -109,6 +111,36 @@ def fingerprint(folder: Path) -> tuple[str, set[str]]:
             entries.append((path.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
     digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
     return digest, {e[0] for e in entries}
+
+
+CLOCK_PROBE = ".mmlake-clock"  # hidden: never a candidate
+
+
+def quiet_for(folder: Path, root: Path) -> float:
+    """Seconds since anything under `folder` last changed (the newest ctime or mtime of it, its
+    subfolders and files: a write, a rename, an added or removed entry, a copy tool setting the
+    mtime all move the ctime), on the file system's own clock: a probe file in `root` is touched
+    and its mtime is "now", so a share whose server clock differs from this machine's is judged
+    right. 0.0 when the probe cannot be written (a read-only share) or a stat fails: then the whole
+    pause is taken. Why: a folder copied in under a temporary name and renamed, found by a tick
+    seconds later, has been unchanged for longer than the settle pause already; waiting it out
+    again only delays the session."""
+    newest = 0
+    try:
+        for dirpath, _, filenames in os.walk(folder):
+            for path in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
+                st = os.stat(path, follow_symlinks=False)
+                newest = max(newest, st.st_ctime_ns, st.st_mtime_ns)
+        probe = root / CLOCK_PROBE
+        with open(probe, "w") as fh:
+            fh.write(str(os.getpid()))
+        fs_now = os.stat(probe).st_mtime_ns
+    except OSError:
+        return 0.0
+    quiet = (fs_now - newest) / 1e9
+    if fs_now % 1_000_000 == 0:  # a file system keeping whole seconds (or 2 s: FAT, some SMB shares):
+        quiet -= 2.0             # both times are rounded down; never count the rounding as quiet time
+    return max(0.0, quiet)
 
 
 def missing_files(folder: Path, present: set[str]) -> list[str] | None:
@@ -256,16 +288,16 @@ def evaluate_landing(context: SensorEvaluationContext, lake: Lake, landing: Land
     accepted: list[tuple[str, str, str, str]] = []
     notes: list[str] = []
     pending = dict(cur["pending"])
-    if SETTLE_S > 0:  # new folders: one pause for all of them, then taken if unchanged over it
+    if SETTLE_S > 0:  # new folders: taken once unchanged for SETTLE_S (one pause for all of them)
         fresh = {}
         for folder in candidates(root):
             fp, _ = fingerprint(folder)
             prev = pending.get(folder.name)
             if (prev is None or prev["fp"] != fp) and cur["handled"].get(folder.name) != fp:
-                fresh[folder.name] = (folder, fp)
+                fresh[folder.name] = (folder, fp, quiet_for(folder, root))
         if fresh:
-            time.sleep(SETTLE_S)
-            for name, (folder, fp) in fresh.items():
+            time.sleep(max(0.0, SETTLE_S - min(q for _, _, q in fresh.values())))
+            for name, (folder, fp, _) in fresh.items():
                 if folder.is_dir() and fingerprint(folder)[0] == fp:
                     pending[name] = {"fp": fp, "since": now, "first_look": True}
     for folder in candidates(root):

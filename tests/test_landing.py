@@ -148,6 +148,58 @@ def test_settle_pause_takes_a_stable_folder_in_one_tick_and_not_a_changing_one(e
     assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("zet")]
 
 
+def test_quiet_for_counts_from_the_newest_change_on_the_file_systems_clock(tmp_path):
+    """quiet_for: seconds since anything under the folder changed (file contents, a new file, a
+    copy tool restoring an old mtime), 0 when the probe file cannot be written (a read-only share)."""
+    import time
+
+    from assets.sensors import CLOCK_PROBE, quiet_for
+
+    root = tmp_path / "landing"
+    (root / "s" / "sub").mkdir(parents=True)
+    (root / "s" / "sub" / "a.bin").write_bytes(b"x" * 100)
+    assert quiet_for(root / "s", root) < 0.2
+    time.sleep(0.5)
+    q = quiet_for(root / "s", root)
+    assert 0.45 <= q < 2.0 and (root / CLOCK_PROBE).is_file()
+    os.utime(root / "s" / "sub" / "a.bin", (0, 0))  # mtime set to 1970 as cp -p / rsync -t do: ctime moves
+    assert quiet_for(root / "s", root) < 0.2
+    time.sleep(0.3)
+    (root / "s" / "b.bin").write_bytes(b"y")  # a new entry
+    assert quiet_for(root / "s", root) < 0.2
+    if os.geteuid() != 0:  # root writes into a read-only folder anyway
+        root.chmod(0o555)
+        try:
+            assert quiet_for(root / "s", root) == 0.0
+        finally:
+            root.chmod(0o755)
+
+
+def test_a_folder_quiet_for_the_settle_time_is_taken_without_the_pause(env, monkeypatch):
+    """A folder renamed into the landing zone after its copy finished, found by a tick later than
+    SETTLE_S after its last change, is taken at once; a younger one waits only the rest."""
+    import time as real_time
+    import types
+
+    import assets.sensors as sensors
+
+    slept = []
+    fake = types.SimpleNamespace(time=real_time.time, monotonic=real_time.monotonic,
+                                 perf_counter=real_time.perf_counter,
+                                 sleep=lambda s: (slept.append(s), real_time.sleep(s)))
+    monkeypatch.setattr(sensors, "time", fake)
+    monkeypatch.setattr(sensors, "SETTLE_S", 0.5)
+    folder = drop(env, "q1", sample="kappa")
+    real_time.sleep(0.6)
+    r = tick(env)
+    assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("kappa")] and not folder.exists()
+    assert slept == [0.0]
+    folder = drop(env, "q2", sample="lam")
+    r = tick(env, r.cursor)
+    assert [q.run_key.split(":")[0] for q in r.run_requests] == [sid("lam")]
+    assert 0.2 < slept[1] <= 0.5  # the rest of the settle time, not all of it
+
+
 def test_first_look_never_rejects_and_a_folder_changing_while_staged_is_not_registered(env, monkeypatch):
     """The settle pause's fast look can only accept: an invalid folder (a copy that stalled for longer
     than the pause) waits for the two-tick rule, and a folder that changes during staging is not
