@@ -6,25 +6,28 @@ default, 1,024 chips of 16 px; built once into --dir). The bench:
 1. baseline: `mmlake ingest FOLDER` into a fresh lake and Dagster home (wall seconds);
 2. starts a real `dagster dev` (webserver, daemon, code server; tests/dagster_server.py) with the
    landing sensor ticking every --interval seconds (MMLAKE_SENSOR_INTERVAL_S; the shipped default is
-   30 s), waits until it is up (not timed), drops the session folder into the landing zone as a user
+   5 s), waits until it is up (not timed), drops the session folder into the landing zone as a user
    would (copy under a hidden name, then rename; by default after a 4-chip warm-up session, so the
    code server has imported what validation needs once), and polls the run through GraphQL (the lake is not
    opened while the run writes). Once the run has finished, the lake's ledger gives when each asset's
    rows were committed; the figure is drop -> last session asset committed.
 
-The sensor path costs more than the CLI: a folder is taken only when it is unchanged over two sensor
-ticks (a half-copied folder is never ingested), the run waits in the run queue for the daemon's
-coordinator, and the run launcher starts a run process whose multiprocess executor runs every step in
-its own process (forked from a preloaded forkserver). The breakdown printed says how much each costs.
+The sensor path costs more than the CLI: the wait for the daemon's next tick, a folder is taken only
+once it has been unchanged for the settle time (or over two ticks), the run waits in the run queue
+for the daemon's coordinator, and the run launcher starts a run process that loads the code location
+(session_job's executor then runs the steps in that process, assets/executor.py). The breakdown
+printed says how much each costs.
 
 Target (issue 12): <= 20 s from the landing folder through the sensor, on 2 cores.
 
 A floor the bench makes visible: Dagster's sensor daemon evaluates a sensor every 5 s at the fastest
 (`MIN_INTERVAL_LOOP_TIME` in dagster/_daemon/sensor.py), whatever the sensor's interval, so the wait
 for the first tick after the drop is 0-5 s. The shipped defaults (interval 5 s, settle pause 2 s)
-take a folder on that first tick; `--settle 0` measures the two-tick rule alone (5-10 s more).
+take a folder on that first tick, pausing only when it changed less than 2 s before the tick
+(assets/sensors.py, `quiet_for`); `--settle 0` measures the two-tick rule alone (5-10 s more). The
+tick phase makes a single run's pick-up anything from ~0.6 s to ~5.6 s: run the bench more than once.
 
-Usage: python bench/landing.py [--dir /tmp/mmlake-bench] [--interval 5] [--no-warm] [--settle 0]
+Usage: python bench/landing.py [--dir /tmp/mmlake-bench] [--interval 5] [--no-warm] [--settle 0] [--drops 3]
 (MMLAKE_BENCH_LOG=FILE keeps a copy of dagster dev's log.)
 """
 
@@ -64,7 +67,12 @@ def main() -> None:
     ap.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
                     help="drop a 4-chip session first, so the figure is the steady state of a running "
                          "server, not its first validation (--no-warm: the first drop after start)")
+    ap.add_argument("--drops", type=int, default=3,
+                    help="full-size drops, one after the other (the daemon's tick phase differs each time); "
+                         "the median is reported")
     args = ap.parse_args()
+    if args.drops < 1:
+        ap.error("--drops must be at least 1")
     sb = _session_bench()
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -102,7 +110,11 @@ def main() -> None:
                 first = _through_sensor(server, tiny, args.timeout)
                 print(f"warm-up: a 4-chip session through the sensor first, {first['last_commit_s']:.2f} s "
                       "(the code server's first validation imports HyperSpy and exspy, ~3 s)", flush=True)
-            report = _through_sensor(server, folder, args.timeout)
+            reports = []
+            for k in range(args.drops):  # each drop a new sample (new partition), the same data files
+                reports.append(_through_sensor(server, _variant(folder, work / "outbox", k), args.timeout))
+                print(f"drop {k + 1}/{args.drops}: {reports[-1]['last_commit_s']:.2f} s "
+                      f"(pick-up {reports[-1]['run_created_s']:.2f} s)", flush=True)
             if os.environ.get("MMLAKE_BENCH_LOG"):
                 shutil.copy(server.log_path, os.environ["MMLAKE_BENCH_LOG"])
         finally:
@@ -112,10 +124,15 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    totals = sorted(r["last_commit_s"] for r in reports)
+    report = sorted(reports, key=lambda r: r["last_commit_s"])[len(reports) // 2]  # the median drop
     total = report["last_commit_s"]
-    print(f"\nlanding folder -> every session asset committed: {total:.2f} s wall "
-          f"({total / cli_wall:.2f}x `mmlake ingest` in this run, {cli_wall:.2f} s); target <= 20 s")
-    rule = (f"unchanged over a {args.settle:g} s pause" if args.settle > 0 else "two unchanged ticks")
+    print(f"\nlanding folder -> every session asset committed: {total:.2f} s wall, the median of "
+          f"{len(totals)} drop(s) (min {totals[0]:.2f} s, max {totals[-1]:.2f} s; "
+          f"{total / cli_wall:.2f}x `mmlake ingest` in this run, {cli_wall:.2f} s); target <= 20 s")
+    print("the median drop:")
+    rule = (f"unchanged for {args.settle:g} s, paused for what was left of it" if args.settle > 0
+            else "two unchanged ticks")
     print(f"  drop -> run created by the sensor:   {report['run_created_s']:.2f} s ({rule}; Dagster's "
           "sensor daemon ticks every 5 s at the fastest; then validation and staging)")
     print(f"  run created -> run started:          {report['run_started_s'] - report['run_created_s']:.2f} s "
@@ -125,6 +142,26 @@ def main() -> None:
     print(f"  run finished (checks, run end):      {report['run_done_s']:.2f} s after the drop")
     print("  asset commits after the drop: " + ", ".join(f"{k} {v:.1f}" for k, v in report["commits"].items()))
     print(f"load average {os.getloadavg()[0]:.1f} at end")
+
+
+def _variant(folder: Path, outbox: Path, k: int) -> Path:
+    """`folder` as sample <sample>{k}: its data files hard-linked (copied where links fail), its
+    session.yaml rewritten, so each drop is a new session of its own partition."""
+    import yaml
+
+    dest = outbox / f"{folder.name}_{k}"
+    dest.mkdir(parents=True)
+    for f in folder.iterdir():
+        if f.is_file() and f.name != "session.yaml":
+            try:
+                os.link(f, dest / f.name)
+            except OSError:
+                shutil.copy2(f, dest / f.name)
+    raw = yaml.safe_load((folder / "session.yaml").read_text())
+    raw["sample"] = f"{raw['sample']}{k}"
+    raw.pop("session_id", None)  # informational (mmlake.synth writes it); the id comes from the fields
+    (dest / "session.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest
 
 
 def _through_sensor(server, folder: Path, timeout: float) -> dict:
