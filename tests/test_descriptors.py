@@ -613,3 +613,49 @@ def test_export_label_maps_as_calibrated_hyperspy_signals(populated, built, tmp_
         export_session(lake, "pristine@0", tmp_path / "x")
     with pytest.raises(LakeError, match="no session"):
         export_session(lake, "nothing@0", tmp_path / "x")
+
+
+def _fft_period_px(tile, g_px, pad=4, search=0.2):
+    """The per-tile FFT that local_periods_px replaces (reference for the test below)."""
+    import math
+
+    from mmlake.lattice import hann2d
+
+    h, w = tile.shape
+    n = int(2 ** math.ceil(math.log2(pad * max(h, w))))
+    lp = np.log(np.abs(np.fft.fft2((tile - tile.mean()) * hann2d(h, w), s=(n, n))) ** 2 + 1e-30)
+    k = np.fft.fftfreq(n)
+    g = math.hypot(*g_px)
+    iy, ix = np.flatnonzero(np.abs(k - g_px[0]) <= search * g), np.flatnonzero(np.abs(k - g_px[1]) <= search * g)
+    sub = lp[np.ix_(iy, ix)]
+    a, b = np.unravel_index(int(np.argmax(sub)), sub.shape)
+    y0, x0 = iy[a], ix[b]
+
+    def vertex(m1, c0, p1):
+        curv = m1 - 2 * c0 + p1
+        return 0.0 if curv >= 0 else float(np.clip(0.5 * (m1 - p1) / curv, -0.5, 0.5))
+
+    dy = vertex(lp[(y0 - 1) % n, x0], lp[y0, x0], lp[(y0 + 1) % n, x0])
+    dx = vertex(lp[y0, (x0 - 1) % n], lp[y0, x0], lp[y0, (x0 + 1) % n])
+    return 1.0 / math.hypot(k[y0] + dy / n, k[x0] + dx / n)
+
+
+@pytest.mark.parametrize("side, period, angle", [(32, 4.1, 0.3), (48, 6.3, 1.2), (40, 10.0, -0.01)])
+def test_local_periods_match_a_per_tile_fft_and_find_the_period(side, period, angle):
+    """The partial DFT of local_periods_px gives the per-tile FFT's periods (angle -0.01: the search
+    window straddles ky = 0, wrapping around the bin indices) and the lattice's own period."""
+    import math
+
+    from mmlake.descriptors.spacing import local_periods_px
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:side, 0:side]
+    gy, gx = math.sin(angle) / period, math.cos(angle) / period
+    tiles = np.stack([np.cos(2 * np.pi * (gy * yy + gx * xx) + rng.uniform(0, 6))
+                      + np.cos(2 * np.pi * (-gx * yy + gy * xx)) + 0.5 * rng.normal(size=(side, side))
+                      for _ in range(40)])
+    guess = (gy * 1.03, gx * 0.98)
+    got = local_periods_px(tiles, guess, batch=16)
+    want = np.array([_fft_period_px(t, guess) for t in tiles])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert abs(np.median(got) - period) < 0.02 * period
