@@ -84,10 +84,11 @@ def region_order(
     rng = np.random.default_rng(seed)
     q = (0.5 * (1 - level), 1 - 0.5 * (1 - level))
     rows = []
+    values = {par: order[par].cast(pl.Float64).fill_null(np.nan).to_numpy() for par in parameters}  # once, not per region
     for region in np.unique(lab[lab >= 0]):
         in_r = lab == region
         for par in parameters:
-            v = order[par].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            v = values[par]
             m = in_r & np.isfinite(v)
             k = int(m.sum())
             mean = float(v[m].mean()) if k else None
