@@ -28,7 +28,18 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-IDLE_S = float(os.environ.get("MMLAKE_HOLD_IDLE_S", "0.5"))
+def _idle_from_env() -> float:
+    raw = os.environ.get("MMLAKE_HOLD_IDLE_S", "0.5")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"MMLAKE_HOLD_IDLE_S must be a number of seconds >= 0 (default 0.5), got {raw!r}")
+    return value
+
+
+IDLE_S = _idle_from_env()
 ALL = "*"
 _lock = threading.Lock()
 _wake = threading.Condition(_lock)  # the reaper waits on it for the next deadline or a new offer

@@ -130,3 +130,12 @@ def test_after_a_run_the_lake_is_free_and_its_rows_are_whole(tmp_path, lake, ins
     assert other_process_can_open(lake.db_path)
     m = lake.query("select asset_key, count(*) as n from materializations where is_current group by 1")
     assert len(m) == 11 and set(m["n"]) == {1}
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "inf"])
+def test_a_bad_idle_setting_is_refused_naming_the_variable(raw, monkeypatch):
+    monkeypatch.setenv("MMLAKE_HOLD_IDLE_S", raw)
+    with pytest.raises(ValueError, match="MMLAKE_HOLD_IDLE_S"):
+        heldwrite._idle_from_env()
+    monkeypatch.setenv("MMLAKE_HOLD_IDLE_S", "0")
+    assert heldwrite._idle_from_env() == 0.0
