@@ -2,11 +2,11 @@
 between steps.
 
 Why: a partition's steps run back to back in one process, and each opened the DuckDB file twice
-(its input reads, its write: ~20 ms each). Inside `mmlake.heldwrite.holding()` a step's write
-connection stays open from its commit to the next step's input reads, which close it before that
-step computes (mmlake/heldwrite.py says what this costs other processes: the file stays locked
-through Dagster's bookkeeping between two steps). Everything else is the in-process executor's
-(config: `execution: config: retries: ...`).
+(its input reads, its write: ~20 ms each, plus a checkpoint at every close). Inside
+`mmlake.heldwrite.holding()` the write connection stays open across the steps' accesses until it
+has been idle for `MMLAKE_HOLD_IDLE_S` (mmlake/heldwrite.py says what this costs other processes:
+the file stays locked while steps follow each other faster than that). Everything else is the
+in-process executor's (config: `execution: config: retries: ...`).
 """
 
 from __future__ import annotations

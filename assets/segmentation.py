@@ -188,8 +188,8 @@ def segmentation(context: AssetExecutionContext, config: SegmentationConfig, lak
         # read once, on the same connection (a SessionError here: no method can run)
         inputs = {sid: segmentation_inputs(context, lk, sid, config) for sid in sids}
     failures, results = [], {}
-    for m in methods:  # every method computed before the first write: the run holds the lake's write
-        try:           # connection from a commit to its next access (mmlake.heldwrite), never while computing
+    for m in methods:  # every method computed before the first write, so the writes follow each other
+        try:           # on the run's held connection (mmlake.heldwrite)
             results[m] = {sid: segment_one(context, sid, m, config, inputs[sid]) for sid in sids}
         except SessionError as exc:
             context.log.error(f"{steps[m].label}: segmentation_{m} failed: {exc}")

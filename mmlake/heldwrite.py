@@ -28,6 +28,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+
 def _idle_from_env() -> float:
     raw = os.environ.get("MMLAKE_HOLD_IDLE_S", "0.5")
     try:
@@ -120,5 +121,5 @@ def _reap() -> None:
             for p, d in mine.items():
                 if d <= now:
                     _held.pop(p)[1].close()
-            later = [d for d in mine.values() if d > now]
-            _wake.wait(timeout=min(later) - now if later and min(later) != float("inf") else None)
+            later = [d for d in mine.values() if now < d < float("inf")]  # inf: kept until taken
+            _wake.wait(timeout=min(later) - now if later else None)

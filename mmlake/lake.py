@@ -10,7 +10,9 @@ Why this shape: DuckDB admits one writing process at a time and refuses even rea
 other processes while one writes. Dagster's multiprocess executor runs partitions in parallel, so
 every connection here is opened late, held for one short transaction, closed at once, and retried
 with jittered backoff when another process holds the lock. All heavy work (reading files, FFTs,
-encoders) happens before the write, so the lock is held for milliseconds, not minutes.
+encoders) happens before the write, so the lock is held for milliseconds, not minutes. The one
+exception: inside a run (`mmlake.heldwrite.holding()`) the write connection is kept between the
+run's own accesses until idle for `MMLAKE_HOLD_IDLE_S` (0.5 s).
 
 A partition is replaced atomically: the rows the asset's previous materialization of that partition
 wrote are copied to the `history` schema and deleted, and the new rows inserted, in one transaction
